@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install triton-runtime model-repo demo serve test bench bench-quick wrk clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
+	$(BIN)/python -m pip install -q -e '.[features,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Triton's own runtime venv (numpy < 2, nvidia-pytriton), created once and reused.
+triton-runtime: install
+	$(BIN)/python -m runtime.triton
+
+model-repo: install
+	$(BIN)/python -m runtime.modelgen
+
+demo: triton-runtime
+	$(BIN)/python -m runtime.demo
+
+serve: triton-runtime
+	$(BIN)/python -m runtime.serve
+
+test: triton-runtime
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+wrk:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+
+bench: triton-runtime wrk
+	$(BIN)/python -m bench.harness $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) .triton-venv .pytest_cache

@@ -1,0 +1,103 @@
+"""Generate `model_repo/` deterministically: one classifier, two versions (the A and B).
+
+`python -m runtime.modelgen [--out DIR]` rewrites the repository byte for byte the same
+from the fixed seeds below. `reference_forward` is the numpy reference the tests compare
+Triton's answers with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.triton import DEFAULT_REPOSITORY
+
+MODEL_NAME = "clf"
+FEATURE_WIDTH = 16   # online features joined by the gateway
+REQUEST_WIDTH = 4    # inputs the caller sends with the request
+INPUT_WIDTH = FEATURE_WIDTH + REQUEST_WIDTH
+CLASSES = 4
+MAX_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    version: int
+    seed: int
+    hidden: int
+
+
+VERSIONS = (VersionSpec(1, seed=1001, hidden=32), VersionSpec(2, seed=2002, hidden=48))
+
+CONFIG = f"""name: "{MODEL_NAME}"
+backend: "python"
+max_batch_size: {MAX_BATCH_SIZE}
+version_policy: {{ all {{ }} }}
+input [
+  {{ name: "INPUT", data_type: TYPE_FP32, dims: [ {INPUT_WIDTH} ] }}
+]
+output [
+  {{ name: "PROBS", data_type: TYPE_FP32, dims: [ {CLASSES} ] }}
+]
+dynamic_batching {{ max_queue_delay_microseconds: 500 }}
+instance_group [ {{ count: 1, kind: KIND_CPU }} ]
+"""
+
+
+def make_weights(spec: VersionSpec) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(spec.seed)
+    return {
+        "w1": (rng.standard_normal((INPUT_WIDTH, spec.hidden)) / np.sqrt(INPUT_WIDTH)).astype(np.float32),
+        "b1": (0.1 * rng.standard_normal(spec.hidden)).astype(np.float32),
+        "w2": (rng.standard_normal((spec.hidden, CLASSES)) / np.sqrt(spec.hidden)).astype(np.float32),
+        "b2": (0.1 * rng.standard_normal(CLASSES)).astype(np.float32),
+    }
+
+
+def reference_forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """float64 reference of the model's forward pass (float32 Triton agrees to ~1e-6)."""
+    x = np.asarray(x, dtype=np.float64)
+    h = np.maximum(x @ weights["w1"].astype(np.float64) + weights["b1"], 0.0)
+    z = h @ weights["w2"].astype(np.float64) + weights["b2"]
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def load_weights(version: int, repository: Path = DEFAULT_REPOSITORY) -> dict[str, np.ndarray]:
+    with np.load(Path(repository) / MODEL_NAME / str(version) / "weights.npz") as w:
+        return {k: w[k] for k in w.files}
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # zip entries carry a fixed 1980 timestamp: deterministic bytes
+    return buf.getvalue()
+
+
+def generate(out: Path = DEFAULT_REPOSITORY) -> Path:
+    model_dir = Path(out) / MODEL_NAME
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.pbtxt").write_text(CONFIG)
+    template = Path(__file__).with_name("triton_model.py")
+    for spec in VERSIONS:
+        vdir = model_dir / str(spec.version)
+        vdir.mkdir(exist_ok=True)
+        shutil.copyfile(template, vdir / "model.py")
+        (vdir / "weights.npz").write_bytes(_npz_bytes(make_weights(spec)))
+    return model_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_REPOSITORY)
+    args = parser.parse_args(argv)
+    print(f"wrote {generate(args.out)}")
+
+
+if __name__ == "__main__":
+    main()
