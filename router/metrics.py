@@ -1,0 +1,59 @@
+"""Prometheus metrics the router owns, registered once per service on a given registry.
+
+Label children are bound once per (experiment, variant) and cached, so recording a shadow
+result does no label look-up after the first time.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+__all__ = ["RouterMetrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_DIFF_BUCKETS = (0.0, 1e-6, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class RouterMetrics:
+    __slots__ = ("shadow_latency", "shadow_diff", "srm_p_value", "srm_flagged", "exposures",
+                 "config_version", "_shadow_children")
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.shadow_latency = Histogram(
+            "router_shadow_latency_seconds", "Latency of shadow (mirrored) inference calls",
+            ["experiment", "variant"], registry=registry, buckets=_LATENCY_BUCKETS,
+        )
+        self.shadow_diff = Histogram(
+            "router_shadow_prediction_diff", "Absolute difference between shadow and primary predictions",
+            ["experiment", "variant"], registry=registry, buckets=_DIFF_BUCKETS,
+        )
+        self.srm_p_value = Gauge(
+            "router_srm_p_value", "Chi-square p-value of exposures vs configured weights",
+            ["experiment"], registry=registry,
+        )
+        self.srm_flagged = Gauge(
+            "router_srm_flagged", "1 when the sample-ratio-mismatch check fails (p < alpha)",
+            ["experiment"], registry=registry,
+        )
+        self.exposures = Gauge(
+            "router_exposures", "Exposures of the current allocation, aggregated over replicas",
+            ["experiment", "variant"], registry=registry,
+        )
+        self.config_version = Gauge(
+            "router_config_version", "Stored version of the live experiment config",
+            ["experiment"], registry=registry,
+        )
+        self._shadow_children: dict[tuple[str, str], tuple[Histogram, Histogram]] = {}
+
+    def record_shadow(self, experiment: str, variant: str, latency_s: float, diff: float | None) -> None:
+        key = (experiment, variant)
+        children = self._shadow_children.get(key)
+        if children is None:
+            children = (self.shadow_latency.labels(*key), self.shadow_diff.labels(*key))
+            self._shadow_children[key] = children
+        children[0].observe(latency_s)
+        if diff is not None:
+            children[1].observe(diff)
+
+    def __repr__(self) -> str:
+        return f"<RouterMetrics shadow_series={len(self._shadow_children)}>"
