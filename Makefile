@@ -5,12 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install triton-runtime model-repo demo serve test bench bench-quick wrk clean
+.PHONY: install triton-runtime model-repo demo serve test bench profile wrk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
-	$(BIN)/python -m pip install -q -e '.[features,dev]'
+	$(BIN)/python -m pip install -q -e '.[features,bench,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,7 +28,7 @@ demo: triton-runtime
 serve: triton-runtime
 	$(BIN)/python -m runtime.serve
 
-test: triton-runtime
+test: triton-runtime wrk
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 wrk:
@@ -36,6 +36,9 @@ wrk:
 
 bench: triton-runtime wrk
 	$(BIN)/python -m bench.harness $(if $(QUICK),--quick,)
+
+profile: triton-runtime wrk
+	$(BIN)/python -m bench.profile
 
 clean:
 	rm -rf $(VENV) .triton-venv .pytest_cache

@@ -49,9 +49,22 @@ instance_group [ {{ count: 1, kind: KIND_CPU }} ]
 """
 
 
-def make_weights(spec: VersionSpec) -> dict[str, np.ndarray]:
+def input_scaling() -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and std of the inputs the model sees: the demo feature data (the same
+    generator and seed the feature repo materialises), then the request-side inputs ~ N(0, 1).
+    Baked into the weights so raw feature values go in and the softmax does not saturate."""
+    from features.repo.datagen import FEATURE_NAMES, generate_frame
+    frame = generate_frame(10_000, 7)[list(FEATURE_NAMES)]
+    mu = np.concatenate([frame.mean().to_numpy(), np.zeros(REQUEST_WIDTH)]).astype(np.float32)
+    sigma = np.concatenate([frame.std().to_numpy(), np.ones(REQUEST_WIDTH)]).astype(np.float32)
+    return mu, np.maximum(sigma, 1e-3)
+
+
+def make_weights(spec: VersionSpec, scaling: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    mu, sigma = scaling if scaling is not None else input_scaling()
     rng = np.random.default_rng(spec.seed)
     return {
+        "mu": mu, "sigma": sigma,
         "w1": (rng.standard_normal((INPUT_WIDTH, spec.hidden)) / np.sqrt(INPUT_WIDTH)).astype(np.float32),
         "b1": (0.1 * rng.standard_normal(spec.hidden)).astype(np.float32),
         "w2": (rng.standard_normal((spec.hidden, CLASSES)) / np.sqrt(spec.hidden)).astype(np.float32),
@@ -61,7 +74,8 @@ def make_weights(spec: VersionSpec) -> dict[str, np.ndarray]:
 
 def reference_forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """float64 reference of the model's forward pass (float32 Triton agrees to ~1e-6)."""
-    x = np.asarray(x, dtype=np.float64)
+    x = (np.asarray(x, dtype=np.float64) - weights["mu"]) / weights["sigma"]
+    x = np.nan_to_num(x, nan=0.0)
     h = np.maximum(x @ weights["w1"].astype(np.float64) + weights["b1"], 0.0)
     z = h @ weights["w2"].astype(np.float64) + weights["b2"]
     e = np.exp(z - z.max(axis=1, keepdims=True))
@@ -84,11 +98,12 @@ def generate(out: Path = DEFAULT_REPOSITORY) -> Path:
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "config.pbtxt").write_text(CONFIG)
     template = Path(__file__).with_name("triton_model.py")
+    scaling = input_scaling()
     for spec in VERSIONS:
         vdir = model_dir / str(spec.version)
         vdir.mkdir(exist_ok=True)
         shutil.copyfile(template, vdir / "model.py")
-        (vdir / "weights.npz").write_bytes(_npz_bytes(make_weights(spec)))
+        (vdir / "weights.npz").write_bytes(_npz_bytes(make_weights(spec, scaling)))
     return model_dir
 
 

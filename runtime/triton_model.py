@@ -14,12 +14,15 @@ class TritonPythonModel:
     def initialize(self, args):
         here = os.path.join(args["model_repository"], args["model_version"])
         with np.load(os.path.join(here, "weights.npz")) as w:
-            self.w1, self.b1, self.w2, self.b2 = (w[k] for k in ("w1", "b1", "w2", "b2"))
+            self.mu, self.sigma, self.w1, self.b1, self.w2, self.b2 = (
+                w[k] for k in ("mu", "sigma", "w1", "b1", "w2", "b2"))
 
     def execute(self, requests):
         # Triton's dynamic batcher hands several requests at once: one matmul for all of them.
         xs = [pb_utils.get_input_tensor_by_name(r, "INPUT").as_numpy() for r in requests]
         x = np.concatenate(xs) if len(xs) > 1 else xs[0]
+        # Raw feature values in: standardise, and a missing value (NaN) counts as the mean.
+        x = np.nan_to_num((x - self.mu) / self.sigma, nan=0.0)
         h = np.maximum(x @ self.w1 + self.b1, 0.0)
         z = h @ self.w2 + self.b2
         z = z - z.max(axis=1, keepdims=True)

@@ -1,0 +1,159 @@
+"""The gateway's ASGI application.
+
+`/v1/infer` and `/v2/models/{model}/infer` are answered by raw ASGI handlers in front of a
+Starlette app that serves everything else (health, model metadata, metrics, admin,
+OpenAPI) and runs the lifespan that builds `Components`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import time
+from typing import Any, AsyncIterator
+
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+
+from gateway import errors as E
+from gateway.asgi import OCTETS, ClientGone, Headers, Receive, Scope, Send, read_body, send_bytes, send_error
+from gateway.codec_v2 import decompress
+from gateway.components import Components
+from gateway.config import GatewayConfig
+from gateway.request import InferRequest
+from gateway.routes import admin_routes, exception_handlers, make_routes
+
+log = logging.getLogger("infergate")
+_V2_PREFIX, _V2_SUFFIX = "/v2/models/", "/infer"
+
+
+class Gateway:
+    """ASGI callable: fast paths for inference, Starlette for the rest."""
+
+    def __init__(self, config: GatewayConfig, registry: CollectorRegistry | None = None, *,
+                 router_service: Any | None = None, features: Any | None = None) -> None:
+        self.config = config
+        self.components = Components(config, registry, router_service=router_service, features=features)
+        self._in_flight = 0
+        self._max_in_flight = config.max_in_flight_requests
+        self._default_timeout = config.default_timeout_ms / 1e3
+        self._max_timeout = config.max_timeout_ms / 1e3
+        self._limit = config.max_body_bytes
+        self._tokens = [t.encode() for t in config.admin_tokens.values()]
+        self.app = Starlette(routes=make_routes(self), lifespan=self._lifespan,
+                             exception_handlers=exception_handlers())
+        # With `admin_port` set, the admin API lives only on its own listener (no lifespan:
+        # it shares the components the main app starts).
+        self.admin_app = Starlette(routes=admin_routes(self), exception_handlers=exception_handlers()) \
+            if config.admin_port is not None else None
+
+    def __repr__(self) -> str:
+        return f"<Gateway [in flight {self._in_flight}] {self.components!r}>"
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.components.start()
+        try:
+            yield
+        finally:
+            await self.components.stop()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if path == "/v1/infer":
+                return await self._infer(scope, receive, send, None)
+            if path.startswith(_V2_PREFIX) and path.endswith(_V2_SUFFIX):
+                model = path[len(_V2_PREFIX):-len(_V2_SUFFIX)]
+                if model and "/" not in model:
+                    return await self._infer(scope, receive, send, model)
+        await self.app(scope, receive, send)
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, v2_model: str | None) -> None:
+        t0 = time.perf_counter()
+        c = self.components
+        if self._in_flight >= self._max_in_flight or not c.ready:
+            err = E.Overloaded("too many requests in flight") if c.ready else E.Unavailable("gateway not ready")
+            c.metrics.rejected_by_code[err.code].inc()
+            return await send_error(send, err)
+        self._in_flight += 1
+        try:
+            h = Headers(scope["headers"])
+            deadline = t0 + self._timeout(h)
+            body = await read_body(receive, self._limit, h.content_length)
+            if v2_model is None:
+                req = self._parse_v1(h, body)
+            else:
+                req = self._parse_v2(h, body, v2_model)
+            if h.override is not None:
+                req.override = h.override.decode("latin-1")
+                req.authenticated = self._authenticated(h.authorization)
+            res = await c.pipeline.infer(req, deadline)
+            if v2_model is None:
+                await send_bytes(send, 200, c.v1.render(req, res))
+            else:
+                out, header_len = c.v2[v2_model].render(req, res)
+                if header_len is None:
+                    await send_bytes(send, 200, out)
+                else:
+                    await send_bytes(send, 200, out, OCTETS,
+                                     [(b"inference-header-content-length", str(header_len).encode())])
+        except E.GatewayError as err:
+            if err.status < 500 and not isinstance(err, E.Overloaded):
+                c.metrics.rejected_by_code[err.code].inc()
+            await send_error(send, err)
+        except ClientGone:
+            pass
+        except Exception:
+            log.exception("unexpected error on %s", scope["path"])
+            await send_error(send, E.GatewayError("internal error"))
+        finally:
+            self._in_flight -= 1
+
+    def _timeout(self, h: Headers) -> float:
+        if h.timeout_ms is None:
+            return self._default_timeout
+        try:
+            ms = int(h.timeout_ms)
+        except ValueError:
+            raise E.InvalidField("x-request-timeout-ms", "must be an integer") from None
+        if ms <= 0:
+            raise E.InvalidField("x-request-timeout-ms", "must be positive")
+        return min(ms / 1e3, self._max_timeout)
+
+    def _parse_v1(self, h: Headers, body: bytes) -> InferRequest:
+        if h.content_type is not None and not h.content_type.startswith(b"application/json"):
+            raise E.UnsupportedMediaType("/v1/infer takes application/json")
+        if h.content_encoding is not None:
+            body = decompress(body, h.content_encoding.decode("latin-1").strip().lower(), self._limit)
+        return self.components.v1.parse(body)
+
+    def _parse_v2(self, h: Headers, body: bytes, model: str) -> InferRequest:
+        codec = self.components.v2.get(model)
+        if codec is None:
+            raise E.UnknownModel(f"model {model!r} is not served here")
+        if h.content_encoding is not None:
+            body = decompress(body, h.content_encoding.decode("latin-1").strip().lower(), self._limit)
+        header_len = None
+        if h.header_length is not None:
+            try:
+                header_len = int(h.header_length)
+            except ValueError:
+                raise E.InvalidField("inference-header-content-length", "must be an integer") from None
+        unit = h.unit_id.decode("latin-1") if h.unit_id is not None else None
+        return codec.parse(model, body, header_len, unit)
+
+    def _authenticated(self, authorization: bytes | None) -> bool:
+        """Constant-time check of a bearer token against every admin token."""
+        if authorization is None or not authorization.startswith(b"Bearer "):
+            return False
+        given = authorization[7:].strip()
+        ok = False
+        for token in self._tokens:
+            ok |= hmac.compare_digest(given, token)
+        return ok
+
+
+def create_app(config: GatewayConfig | None = None, **kwargs: Any) -> Gateway:
+    return Gateway(config or GatewayConfig.from_env(), **kwargs)

@@ -1,0 +1,205 @@
+"""Per-target micro-batcher: many requests' rows in, one Triton call out.
+
+The decision (`take_batch`) is pure and tested without a server; `MicroBatcher` does the
+I/O. A batch is flushed when it reaches `max_rows`, or on the next event-loop turn after
+the first row arrived (`max_delay_s` = 0, the best setting measured here: the gateway is
+CPU-bound, so waiting only adds latency) or after `max_delay_s` on other machines. Every
+waiter is answered by its own deadline, whatever Triton does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Awaitable, Callable
+
+import numpy as np
+
+from gateway.errors import DeadlineExceeded, GatewayError, Overloaded, ShuttingDown
+
+InferFn = Callable[[np.ndarray, float], Awaitable[np.ndarray]]
+
+
+class BatchInfo:
+    """What one Triton call looked like; shared by every request in the batch."""
+
+    __slots__ = ("rows", "requests", "t_sent", "t_done")
+
+    def __init__(self, rows: int, requests: int, t_sent: float) -> None:
+        self.rows, self.requests, self.t_sent, self.t_done = rows, requests, t_sent, t_sent
+
+
+class Pending:
+    __slots__ = ("rows", "n", "future", "deadline", "t_enqueued", "timer")
+
+    def __init__(self, rows: np.ndarray, future: asyncio.Future, deadline: float, now: float) -> None:
+        self.rows, self.n, self.future = rows, rows.shape[0], future
+        self.deadline, self.t_enqueued = deadline, now
+        self.timer: asyncio.TimerHandle | None = None
+
+
+def take_batch(queue: deque[Pending], max_rows: int, now: float,
+               max_requests: int = 1 << 30) -> tuple[list[Pending], list[Pending]]:
+    """Pop the next batch (≤ max_rows rows, ≤ max_requests requests, FIFO) off `queue`; also
+    return the entries already answered (timed out, cancelled) or past their deadline, which
+    must not be sent."""
+    batch: list[Pending] = []
+    dropped: list[Pending] = []
+    rows = 0
+    while queue:
+        head = queue[0]
+        if head.future.done() or head.deadline <= now:
+            dropped.append(queue.popleft())
+            continue
+        if rows and (rows + head.n > max_rows or len(batch) >= max_requests):
+            break
+        batch.append(queue.popleft())
+        rows += head.n
+    return batch, dropped
+
+
+class MicroBatcher:
+    """One queue and one flush loop per Triton target (model + version)."""
+
+    def __init__(self, name: str, infer: InferFn, *, max_rows: int = 128, max_queue_rows: int = 4096,
+                 max_in_flight: int = 8, max_delay_s: float = 0.0, max_requests: int = 1 << 30,
+                 on_batch: Callable[[BatchInfo], None] | None = None) -> None:
+        """`max_requests=1` turns batching off: one Triton call per request."""
+        self.name = name
+        self.max_requests = max_requests
+        self._infer = infer
+        self.max_rows, self.max_queue_rows = max_rows, max_queue_rows
+        self.max_in_flight, self.max_delay_s = max_in_flight, max_delay_s
+        self._on_batch = on_batch
+        self._queue: deque[Pending] = deque()
+        self._queued_rows = 0
+        self._in_flight = 0
+        self._scheduled = False
+        self._closed = False
+        self._tasks: set[asyncio.Task] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # Smoothed duration of a Triton call: a request with less budget left than this
+        # cannot be answered in time, so it is dropped before it enters a batch.
+        self.service_ewma_s = 0.0
+
+    def __repr__(self) -> str:
+        return (f"<MicroBatcher {self.name} [queued {self._queued_rows} rows | "
+                f"in flight {self._in_flight}]>")
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    def submit(self, rows: np.ndarray, deadline: float) -> asyncio.Future:
+        """Queue `rows` (2-D float32); the future resolves to (outputs, BatchInfo).
+
+        Raises Overloaded at once when the queue is full rather than queueing into a timeout.
+        """
+        if self._closed:
+            raise ShuttingDown(f"{self.name} is draining")
+        n = rows.shape[0]
+        if n > self.max_rows:
+            raise Overloaded(f"{n} rows exceed the batch limit of {self.max_rows}")
+        if self._queued_rows + n > self.max_queue_rows:
+            raise Overloaded(f"queue for {self.name} is full")
+        loop = asyncio.get_running_loop()
+        now = time.perf_counter()
+        fut = loop.create_future()
+        pending = Pending(rows, fut, deadline, now)
+        # Safety net: the waiter is answered at its deadline even if Triton never replies.
+        pending.timer = loop.call_at(loop.time() + max(0.0, deadline - now), _expire, fut)
+        self._queue.append(pending)
+        self._queued_rows += n
+        self._idle.clear()
+        if self._queued_rows >= self.max_rows or len(self._queue) >= self.max_requests:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            if self.max_delay_s > 0:
+                loop.call_later(self.max_delay_s, self._flush)
+            else:
+                loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        while self._queue and self._in_flight < self.max_in_flight:
+            # The margin is capped so that a slow spell can never starve short-deadline callers.
+            cutoff = time.perf_counter() + min(self.service_ewma_s, 0.1)
+            batch, dropped = take_batch(self._queue, self.max_rows, cutoff, self.max_requests)
+            for p in dropped:
+                self._queued_rows -= p.n
+                _finish(p, None, None, DeadlineExceeded("deadline cannot be met"))
+            if not batch:
+                continue
+            self._queued_rows -= sum(p.n for p in batch)
+            self._in_flight += 1
+            task = asyncio.ensure_future(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._check_idle()
+
+    async def _run(self, batch: list[Pending]) -> None:
+        x = batch[0].rows if len(batch) == 1 else np.concatenate([p.rows for p in batch])
+        t_sent = time.perf_counter()
+        info = BatchInfo(x.shape[0], len(batch), t_sent)
+        timeout = max(p.deadline for p in batch) - t_sent
+        try:
+            out = await self._infer(x, timeout)
+            info.t_done = time.perf_counter()
+            self.service_ewma_s += 0.1 * ((info.t_done - t_sent) - self.service_ewma_s)
+            start = 0
+            for p in batch:
+                _finish(p, out[start:start + p.n], info, None)
+                start += p.n
+        except (Exception, asyncio.CancelledError) as exc:
+            err = exc if isinstance(exc, GatewayError) else ShuttingDown("batch cancelled") \
+                if isinstance(exc, asyncio.CancelledError) else GatewayError("internal error")
+            for p in batch:
+                _finish(p, None, None, err)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            self._in_flight -= 1
+            if self._on_batch is not None:
+                self._on_batch(info)
+            if self._queue and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._check_idle()
+
+    def _check_idle(self) -> None:
+        if not self._queue and self._in_flight == 0:
+            self._idle.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking rows, answer everything queued or in flight, within `timeout`."""
+        self._closed = True
+        if self._queue and not self._scheduled:
+            self._flush()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            for task in list(self._tasks):
+                task.cancel()
+            while self._queue:
+                _finish(self._queue.popleft(), None, None, ShuttingDown("gateway shutting down"))
+            self._queued_rows = 0
+
+
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_exception(DeadlineExceeded("request deadline exceeded"))
+
+
+def _finish(p: Pending, out: np.ndarray | None, info: BatchInfo | None, err: BaseException | None) -> None:
+    if p.timer is not None:
+        p.timer.cancel()
+    if p.future.done():
+        return
+    if err is not None:
+        p.future.set_exception(err)
+    else:
+        p.future.set_result((out, info))

@@ -1,0 +1,181 @@
+"""Start-up and shutdown: build every long-lived object the request path looks up.
+
+Decided here, once: the Triton channel, each target's model spec and micro-batcher, the
+router service, the online feature reader, the codecs' model shapes, the error map.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from prometheus_client import CollectorRegistry
+
+from gateway import errors as E
+from gateway.backend import ModelSpec
+from gateway.batcher import BatchInfo, MicroBatcher
+from gateway.codec_v1 import V1Codec
+from gateway.codec_v2 import V2Codec
+from gateway.config import GatewayConfig
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import Pipeline
+from gateway.pool import ReplicaPool
+from gateway.request import ModelShape
+
+log = logging.getLogger("infergate")
+
+
+class Components:
+    """Everything the gateway serves with; `start()` in the lifespan, `stop()` at exit."""
+
+    def __init__(self, config: GatewayConfig, registry: CollectorRegistry | None = None, *,
+                 router_service: Any | None = None, features: Any | None = None) -> None:
+        self.config = config
+        self.registry = registry or CollectorRegistry()
+        self.metrics = GatewayMetrics(self.registry)
+        self.errors = self._error_map()
+        self.pool: ReplicaPool | None = None   # grpc.aio channels bind to the running loop
+        self.redis: aioredis.Redis | None = None
+        self.routes = router_service
+        self.features = features
+        self._own_features = features is None
+        self.specs: dict[str, ModelSpec] = {}       # Triton model name -> spec
+        self.batchers: dict[Any, MicroBatcher] = {}  # router Target -> batcher
+        self.shapes: dict[str, ModelShape] = {}      # public model -> widths
+        self.v1 = V1Codec(self.shapes)
+        self.v2: dict[str, V2Codec] = {}
+        self.pipeline: Pipeline | None = None
+        self.ready = False
+
+    def __repr__(self) -> str:
+        return (f"<Components pool={self.pool!r} targets={len(self.batchers)} "
+                f"models={sorted(self.shapes)} ready={self.ready}>")
+
+    @staticmethod
+    def _error_map() -> E.ErrorMap:
+        import router.errors as R
+        m = E.ErrorMap()
+        m.register(R.UnknownModel, lambda exc: E.UnknownModel(str(exc)))
+        m.register(R.UnknownVariant, lambda exc: E.InvalidField("x-variant-override", str(exc)))
+        try:
+            import features.errors as F
+        except ImportError:  # the features extra is not installed
+            return m
+        m.register(F.FeatureUnavailable, lambda exc: E.FeaturesUnavailable(str(exc)))
+        m.register(F.BadEntity, lambda exc: E.InvalidField("entity", str(exc)))
+        return m
+
+    async def start(self, triton_wait_s: float = 60.0) -> None:
+        cfg = self.config
+        self.pool = ReplicaPool(cfg.triton_urls, self.registry)
+        if self.routes is None:
+            from router import RouterService, default_experiments, load_experiments
+            initial = load_experiments(cfg.experiments_file) if cfg.experiments_file else default_experiments()
+            # redis-py's default retry hid an outage for 7-10 s per read here: keep it short.
+            self.redis = aioredis.from_url(cfg.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0,
+                                           retry=Retry(ExponentialBackoff(cap=0.5), 2))
+            self.routes = RouterService(self.redis, initial, cfg.admin_tokens, self.registry,
+                                        cfg.redis_key_prefix)
+        await self.routes.start()
+        if self.features is None and cfg.features != "off":
+            self.features = await self._open_features()
+        await self._wait_for_triton(triton_wait_s)
+        self.pool.start()
+        await self.sync_targets(self.routes.router)
+        self.routes.on_change(self.sync_targets)
+        self.pipeline = Pipeline(self.routes, self.features, self.batchers, self.metrics, self.errors)
+        self.ready = True
+        log.info("gateway ready: %r", self)
+
+    async def _open_features(self) -> Any | None:
+        """The online feature reader for the configured Feast repo.
+
+        `redis` / `feast` insist on it; `auto` serves without features (callers then send the
+        full input vector) when no repo has been applied, and says so.
+        """
+        from features import open_reader
+        from features.repo.workspace import DEFAULT_WORKDIR
+        cfg = self.config
+        repo = cfg.feature_repo or str(DEFAULT_WORKDIR)
+        if cfg.features == "auto" and not (Path(repo) / "feature_store.yaml").exists():
+            log.warning("features: no Feast repo applied at %s; serving without online features", repo)
+            return None
+        reader = await open_reader(repo, redis_url=cfg.feature_redis_url, registry=self.registry)
+        log.info("features: %r", reader)
+        return reader
+
+    async def _wait_for_triton(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not await self.pool.any_ready():
+            if time.monotonic() > deadline:
+                raise E.ModelUnavailable(f"no Triton of {self.config.triton_urls} ready after {timeout}s")
+            await asyncio.sleep(0.2)
+
+    async def sync_targets(self, router: Any) -> None:
+        """Create batchers and model shapes for targets the router can now send to.
+
+        Called at start-up and after every config swap; existing batchers are kept, so a
+        weight change costs nothing on the request path.
+        """
+        for target in router.targets():
+            if target in self.batchers:
+                continue
+            spec = self.specs.get(target.model)
+            if spec is None:
+                spec = self.specs[target.model] = await self.pool.model_spec(target.model)
+            self.batchers[target] = self._make_batcher(spec, target)
+        fw = self.features.width if self.features is not None else 0
+        entity_keys = tuple(self.features.entity_keys) if self.features is not None else ()
+        for exp in router.experiments().values():
+            specs = {self.specs[t.model] for t in exp.targets()}
+            shapes = {(s.input_name, s.input_dtype, s.input_width, s.output_name, s.output_width)
+                      for s in specs}
+            if len(shapes) != 1:
+                raise E.ModelUnavailable(f"experiment {exp.config.name!r}: its targets disagree on "
+                                         f"input/output tensors: {sorted(shapes)}")
+            spec = min(specs, key=lambda s: s.max_batch_size)
+            model = exp.config.model
+            self.shapes[model] = ModelShape(spec.input_width, spec.input_width - fw, spec.output_name)
+            self.v2[model] = V2Codec(spec, spec.input_width - fw, entity_keys, self._max_rows(spec))
+
+    def _max_rows(self, spec: ModelSpec) -> int:
+        return min(self.config.max_batch_rows, spec.max_batch_size or 1)
+
+    def _make_batcher(self, spec: ModelSpec, target: Any) -> MicroBatcher:
+        cfg = self.config
+        label = f"{target.model}:{target.version or 'latest'}"
+        rows_h = self.metrics.batch_rows.labels(label)
+        reqs_h = self.metrics.batch_requests.labels(label)
+
+        def on_batch(info: BatchInfo) -> None:
+            rows_h.observe(info.rows)
+            reqs_h.observe(info.requests)
+
+        return MicroBatcher(
+            label, self.pool.make_infer(spec, target.version),
+            max_rows=self._max_rows(spec), max_queue_rows=cfg.max_queue_rows,
+            max_in_flight=cfg.max_in_flight_batches if cfg.batching else cfg.max_in_flight_requests,
+            max_delay_s=cfg.batch_delay_us / 1e6, max_requests=(1 << 30) if cfg.batching else 1,
+            on_batch=on_batch)
+
+    async def stop(self) -> None:
+        """Answer what is queued or in flight, then close every connection."""
+        self.ready = False
+        timeout = self.config.shutdown_timeout_s
+        await asyncio.gather(*(b.drain(timeout) for b in self.batchers.values()))
+        if self.pipeline is not None:
+            await self.pipeline.drain_shadows(1.0)
+        if self.routes is not None:
+            await self.routes.stop()
+        if self.features is not None and self._own_features:
+            await self.features.close()
+        if self.pool is not None:
+            await self.pool.close()
+        if self.redis is not None:
+            await self.redis.aclose()

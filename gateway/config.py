@@ -1,0 +1,94 @@
+"""Gateway configuration: one frozen object, resolved once at start-up.
+
+Sources, later wins: the defaults below, `INFERGATE_*` environment variables, CLI flags.
+Nothing here is read at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    triton_urls: tuple[str, ...] = ("127.0.0.1:8001",)
+    # Request limits
+    max_body_bytes: int = 1 << 20
+    default_timeout_ms: int = 1000
+    max_timeout_ms: int = 10_000
+    max_in_flight_requests: int = 4096
+    # Micro-batching, per Triton target (model + version)
+    batching: bool = True
+    max_batch_rows: int = 128
+    max_queue_rows: int = 2048
+    max_in_flight_batches: int = 8
+    batch_delay_us: int = 0
+    # Online features
+    features: str = "auto"            # auto (use the repo if applied) | redis | feast | off
+    feature_repo: str | None = None   # a Feast repo dir (feature_store.yaml); None = the demo repo
+    feature_redis_url: str | None = None  # overrides the repo's Redis connection string
+    redis_url: str = "redis://127.0.0.1:6379/0"   # experiments store and pub/sub
+    # Experiments
+    experiments_file: str | None = None   # None = the embedded default experiment
+    redis_key_prefix: str = "infergate:"
+    admin_tokens: Mapping[str, str] = field(default_factory=dict)   # token id -> token
+    admin_port: int | None = None   # serve /admin/* (and only it) on this port instead
+    shutdown_timeout_s: float = 10.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "GatewayConfig":
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f"INFERGATE_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _parse(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        cfg = replace(cls(), **values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.features not in ("auto", "redis", "feast", "off"):
+            raise ValueError(f"features must be auto, redis, feast or off, not {self.features!r}")
+        for name in ("max_body_bytes", "default_timeout_ms", "max_timeout_ms", "max_batch_rows",
+                     "max_queue_rows", "max_in_flight_batches", "max_in_flight_requests"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not self.triton_urls:
+            raise ValueError("at least one Triton URL is needed")
+
+    def __repr__(self) -> str:
+        # Never print tokens.
+        return (f"<GatewayConfig {self.host}:{self.port} triton={','.join(self.triton_urls)} "
+                f"features={self.features} batching={self.batching} tokens={len(self.admin_tokens)}>")
+
+
+def parse_tokens(raw: str) -> dict[str, str]:
+    """`id1:token1,id2:token2` -> {id: token}; a token id names a token in logs and history."""
+    out: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in raw.split(","))):
+        tid, sep, token = item.partition(":")
+        if not sep or not tid or not token:
+            raise ValueError("admin tokens are `id:token` pairs separated by commas")
+        out[tid] = token
+    return out
+
+
+def _parse(name: str, raw: str) -> object:
+    default = getattr(GatewayConfig(), name)
+    if name == "admin_tokens":
+        return parse_tokens(raw)
+    if name == "triton_urls":
+        return tuple(u.strip() for u in raw.split(",") if u.strip())
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if name == "admin_port" or isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw or None

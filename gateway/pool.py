@@ -1,0 +1,153 @@
+"""Triton replicas behind one target: pick, retry within the deadline, eject outliers.
+
+Anchored on Envoy's outlier detection: a replica that fails `eject_after` calls in a row
+is ejected for a time that doubles with each ejection; an active health check (gRPC
+ServerReady) marks replicas down and up again, so a restarted Triton is picked up without
+a gateway restart. A failed call is retried once on another replica when the request's
+remaining budget allows: with an alternative at hand, the first try gets half the budget.
+With every replica out, the pool still tries one (panic mode) rather than refusing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import Sequence
+
+import grpc
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from gateway.backend import RETRYABLE, ModelSpec, RequestTemplate, TritonBackend, translate
+from gateway.batcher import InferFn
+from gateway.errors import DeadlineExceeded, ModelUnavailable
+
+log = logging.getLogger("infergate.pool")
+
+
+class Replica:
+    __slots__ = ("backend", "healthy", "failures", "ejected_until", "ejections", "up", "calls")
+
+    def __init__(self, backend: TritonBackend, up: Gauge) -> None:
+        self.backend, self.up = backend, up
+        self.healthy, self.failures, self.ejected_until, self.ejections = True, 0, 0.0, 0
+        self.calls = 0
+
+    def available(self, now: float) -> bool:
+        return self.healthy and now >= self.ejected_until
+
+    def __repr__(self) -> str:
+        state = "up" if self.healthy else "down"
+        return f"<Replica {self.backend.url} {state} failures={self.failures} ejections={self.ejections}>"
+
+
+class ReplicaPool:
+    def __init__(self, urls: Sequence[str], registry: CollectorRegistry, *, eject_after: int = 3,
+                 base_ejection_s: float = 1.0, max_ejection_s: float = 10.0,
+                 health_interval_s: float = 0.5, health_timeout_s: float = 0.3) -> None:
+        up = Gauge("infergate_triton_replica_up", "1 when a Triton replica is taking traffic",
+                   ["replica"], registry=registry)
+        self._retries = Counter("infergate_triton_retries_total", "Calls retried on another replica",
+                                registry=registry)
+        self._ejections = Counter("infergate_triton_ejections_total", "Replicas ejected after failures",
+                                  ["replica"], registry=registry)
+        self.replicas = [Replica(TritonBackend(u), up.labels(u)) for u in urls]
+        for r in self.replicas:
+            r.up.set(1)
+        self._rr = itertools.cycle(range(len(self.replicas)))
+        self.eject_after, self.base_ejection_s, self.max_ejection_s = eject_after, base_ejection_s, max_ejection_s
+        self.health_interval_s, self.health_timeout_s = health_interval_s, health_timeout_s
+        self._task: asyncio.Task | None = None
+
+    def __repr__(self) -> str:
+        now = time.monotonic()
+        n = sum(r.available(now) for r in self.replicas)
+        return f"<ReplicaPool [{n}/{len(self.replicas)} available] {', '.join(r.backend.url for r in self.replicas)}>"
+
+    @property
+    def primary(self) -> TritonBackend:
+        return self.replicas[0].backend
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._health_loop())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*(r.backend.close() for r in self.replicas))
+
+    async def any_ready(self) -> bool:
+        return any(await asyncio.gather(*(r.backend.is_ready(self.health_timeout_s) for r in self.replicas)))
+
+    async def model_spec(self, model: str) -> ModelSpec:
+        last: Exception | None = None
+        for r in self._order(time.monotonic()):
+            try:
+                return await r.backend.model_spec(model)
+            except ModelUnavailable as exc:
+                last = exc
+        raise last or ModelUnavailable(f"no replica knows model {model!r}")
+
+    async def model_ready(self, model: str, version: str) -> bool:
+        return any([await r.backend.model_ready(model, version, self.health_timeout_s)
+                    for r in self._order(time.monotonic())])
+
+    def _order(self, now: float) -> list[Replica]:
+        """Available replicas in round-robin order, then the rest (panic mode)."""
+        n = len(self.replicas)
+        start = next(self._rr)
+        ring = [self.replicas[(start + i) % n] for i in range(n)]
+        return [r for r in ring if r.available(now)] + [r for r in ring if not r.available(now)]
+
+    def make_infer(self, spec: ModelSpec, version: str) -> InferFn:
+        template = RequestTemplate(spec, version)
+
+        async def infer(x: np.ndarray, timeout: float) -> np.ndarray:
+            t0 = time.monotonic()
+            deadline = t0 + timeout
+            req = template.build(x)
+            order = self._order(t0)
+            for attempt, replica in enumerate(order[:2]):
+                now = time.monotonic()
+                remaining = deadline - now
+                if remaining <= 0:
+                    raise DeadlineExceeded(f"{template.label}: no time left for inference")
+                alternative = attempt == 0 and len(order) > 1 and order[1].available(now)
+                per_try = remaining / 2 if alternative else remaining
+                try:
+                    resp = await replica.backend.infer(req, per_try)
+                except grpc.aio.AioRpcError as exc:
+                    self._failed(replica, time.monotonic())
+                    if exc.code() not in RETRYABLE or not alternative:
+                        raise translate(exc, template.label) from None
+                    self._retries.inc()
+                    continue
+                replica.failures = 0
+                return template.decode(resp)
+            raise ModelUnavailable(f"{template.label}: no replica answered")
+
+        return infer
+
+    def _failed(self, r: Replica, now: float) -> None:
+        r.failures += 1
+        if r.failures >= self.eject_after and now >= r.ejected_until:
+            r.ejections += 1
+            r.ejected_until = now + min(self.max_ejection_s, self.base_ejection_s * 2 ** (r.ejections - 1))
+            r.failures = 0
+            self._ejections.labels(r.backend.url).inc()
+            log.warning("ejected %r until +%.1fs", r, r.ejected_until - now)
+
+    async def _health_loop(self) -> None:
+        while True:
+            results = await asyncio.gather(*(r.backend.is_ready(self.health_timeout_s) for r in self.replicas))
+            for r, ok in zip(self.replicas, results):
+                if ok != r.healthy:
+                    log.warning("replica %s is %s", r.backend.url, "ready again" if ok else "not ready")
+                    if ok:  # back from a restart: forget its ejection history
+                        r.ejected_until, r.ejections, r.failures = 0.0, 0, 0
+                r.healthy = ok
+                r.up.set(1 if ok else 0)
+            await asyncio.sleep(self.health_interval_s)

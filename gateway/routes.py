@@ -1,0 +1,117 @@
+"""The gateway's ordinary (non-hot) routes: health, KServe v2 metadata, metrics, admin."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway import errors as E
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+SERVER_NAME = "infergate"
+SERVER_VERSION = "0.1.0"
+
+
+def _json(doc: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
+
+
+def make_routes(gw: "Gateway") -> list[BaseRoute]:
+    c = gw.components
+
+    async def live(request: Request) -> Response:
+        return _json({"live": True})
+
+    async def ready(request: Request) -> Response:
+        ok = c.ready and await c.pool.any_ready()
+        return _json({"ready": ok}, 200 if ok else 503)
+
+    async def server_metadata(request: Request) -> Response:
+        return _json({"name": SERVER_NAME, "version": SERVER_VERSION,
+                      "extensions": ["binary_tensor_data", "parameters"]})
+
+    def _spec(model: str):
+        codec = c.v2.get(model)
+        if codec is None:
+            raise E.UnknownModel(f"model {model!r} is not served here")
+        return codec
+
+    async def model_metadata(request: Request) -> Response:
+        model = request.path_params["model"]
+        codec = _spec(model)
+        exp = next((e for e in c.routes.router.experiments().values() if e.config.model == model), None)
+        spec = codec.spec
+        return _json({
+            "name": model, "platform": SERVER_NAME,
+            "versions": sorted({t.version for t in exp.targets()}) if exp else [],
+            "inputs": [{"name": spec.input_name, "datatype": spec.input_dtype, "shape": [-1, spec.input_width]}],
+            "outputs": [{"name": spec.output_name, "datatype": spec.output_dtype, "shape": [-1, spec.output_width]}],
+            "parameters": {"experiment": exp.config.name if exp else None,
+                           "entity_keys": list(codec.entity_keys),
+                           "request_width": codec.request_width},
+        })
+
+    async def model_ready(request: Request) -> Response:
+        model = request.path_params["model"]
+        _spec(model)
+        exp = next((e for e in c.routes.router.experiments().values() if e.config.model == model), None)
+        targets = exp.targets() if exp else set()
+        ok = c.ready and all([await c.pool.model_ready(t.model, t.version) for t in targets])
+        return _json({"name": model, "ready": ok}, 200 if ok else 503)
+
+    async def openapi(request: Request) -> Response:
+        from gateway.openapi import openapi_document
+        return _json(openapi_document())
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(c.registry), media_type=CONTENT_TYPE_LATEST)
+
+    routes: list[BaseRoute] = [
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/v2/health/ready", ready, methods=["GET"]),
+        Route("/v2", server_metadata, methods=["GET"]),
+        Route("/v2/models/{model}", model_metadata, methods=["GET"]),
+        Route("/v2/models/{model}/ready", model_ready, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    if gw.config.admin_port is None:
+        routes.extend(admin_routes(gw))
+    return routes
+
+
+def admin_routes(gw: "Gateway") -> list[BaseRoute]:
+    """The router's admin API, bound lazily: the service exists only after start-up."""
+    from router.admin import admin_routes as router_admin_routes
+
+    class _Lazy:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(gw.components.routes, name)
+
+    return router_admin_routes(_Lazy())  # type: ignore[arg-type]
+
+
+def exception_handlers() -> dict[Any, Any]:
+    async def gateway_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, E.GatewayError)
+        headers = {"retry-after": str(exc.retry_after)} if exc.retry_after else None
+        return Response(exc.body(), status_code=exc.status, media_type="application/json", headers=headers)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    async def internal(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": "internal", "message": "internal error"}, status_code=500)
+
+    return {E.GatewayError: gateway_error, HTTPException: http_error, Exception: internal}

@@ -1,0 +1,125 @@
+"""The whole stack as one context manager: Triton, then the gateway in its own process.
+
+Used by `make serve`, `make demo`, the benchmark harness and the end-to-end tests, so
+there is one way to start and stop everything.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from runtime.triton import ROOT, TritonRuntime, TritonServer, TritonStartError, free_port
+
+
+@dataclass
+class GatewayProcess:
+    """`python -m gateway` in a subprocess, stopped with SIGTERM (graceful) by PID."""
+
+    triton_grpc: str
+    port: int = field(default_factory=free_port)
+    args: Sequence[str] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+    process: subprocess.Popen | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __repr__(self) -> str:
+        state = f"pid {self.process.pid}" if self.process else "stopped"
+        return f"<GatewayProcess {self.url} [{state}]>"
+
+    def start(self, timeout: float = 60.0) -> "GatewayProcess":
+        cmd = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port),
+               "--triton-url", self.triton_grpc, *self.args]
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **self.env},
+                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        finally:
+            if self.log_path:
+                log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise TritonStartError(f"gateway exited with {self.process.returncode}; log: {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TritonStartError(f"gateway not ready after {timeout}s; log: {self.log_path}")
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        proc, self.process = self.process, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        return proc.wait()
+
+    def __enter__(self) -> "GatewayProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class Stack:
+    """Triton + gateway. `log_dir` keeps both logs (a temp dir by default)."""
+
+    gateway_args: Sequence[str] = ()
+    gateway_env: dict[str, str] = field(default_factory=dict)
+    models: Sequence[str] = ("clf",)
+    gateway_port: int | None = None
+    log_dir: Path | None = None
+    triton: TritonServer | None = field(default=None, init=False)
+    gateway: GatewayProcess | None = field(default=None, init=False)
+
+    def start(self) -> "Stack":
+        log_dir = Path(self.log_dir or tempfile.mkdtemp(prefix="infergate-"))
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = log_dir
+        self.triton = TritonServer(TritonRuntime.ensure(), models=self.models,
+                                   log_path=log_dir / "triton.log").start()
+        try:
+            gw = GatewayProcess(self.triton.grpc_url, args=self.gateway_args, env=self.gateway_env,
+                                log_path=log_dir / "gateway.log")
+            if self.gateway_port:
+                gw.port = self.gateway_port
+            self.gateway = gw.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+        if self.triton is not None:
+            self.triton.stop()
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

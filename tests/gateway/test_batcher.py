@@ -1,0 +1,142 @@
+"""The micro-batcher's decision (pure) and its behaviour around a backend (an async callable).
+
+The backend here is an in-process coroutine on purpose: it is how a hang, a failure or
+a slow call is produced on demand. Real-Triton behaviour is in test_e2e.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+import numpy as np
+import pytest
+
+from gateway.batcher import MicroBatcher, Pending, take_batch
+from gateway.errors import DeadlineExceeded, ModelUnavailable, Overloaded, ShuttingDown
+
+
+def _pending(loop: asyncio.AbstractEventLoop, n: int, deadline: float) -> Pending:
+    return Pending(np.zeros((n, 2), np.float32), loop.create_future(), deadline, 0.0)
+
+
+async def test_take_batch_respects_rows_and_order() -> None:
+    loop = asyncio.get_running_loop()
+    q = deque(_pending(loop, n, 10.0) for n in (3, 4, 2, 5))
+    batch, dropped = take_batch(q, max_rows=9, now=1.0)
+    assert [p.n for p in batch] == [3, 4, 2] and not dropped
+    assert [p.n for p in q] == [5]
+
+
+async def test_take_batch_drops_expired_and_cancelled() -> None:
+    loop = asyncio.get_running_loop()
+    late, gone, ok = _pending(loop, 1, 0.5), _pending(loop, 1, 10.0), _pending(loop, 1, 10.0)
+    gone.future.cancel()
+    batch, dropped = take_batch(deque([late, gone, ok]), max_rows=8, now=1.0)
+    assert batch == [ok] and dropped == [late, gone]
+
+
+async def test_take_batch_max_requests_one_is_unbatched() -> None:
+    loop = asyncio.get_running_loop()
+    q = deque(_pending(loop, 1, 10.0) for _ in range(3))
+    batch, _ = take_batch(q, max_rows=8, now=1.0, max_requests=1)
+    assert len(batch) == 1 and len(q) == 2
+
+
+async def test_a_request_larger_than_max_rows_is_refused() -> None:
+    b = MicroBatcher("t", _echo([]), max_rows=4)
+    with pytest.raises(Overloaded):
+        b.submit(np.zeros((5, 2), np.float32), time.perf_counter() + 1)
+
+
+def _echo(calls: list[int], delay: float = 0.0):
+    async def infer(x: np.ndarray, timeout: float) -> np.ndarray:
+        calls.append(x.shape[0])
+        if delay:
+            await asyncio.sleep(delay)
+        return x * 2
+    return infer
+
+
+async def test_requests_in_one_loop_turn_share_one_call() -> None:
+    calls: list[int] = []
+    b = MicroBatcher("t", _echo(calls), max_rows=64)
+    deadline = time.perf_counter() + 1
+    futs = [b.submit(np.full((1, 2), i, np.float32), deadline) for i in range(10)]
+    results = await asyncio.gather(*futs)
+    assert calls == [10]
+    for i, (out, info) in enumerate(results):
+        assert out.tolist() == [[2 * i, 2 * i]]
+        assert info.rows == 10 and info.requests == 10
+
+
+async def test_full_batch_flushes_at_once_and_splits_at_max_rows() -> None:
+    calls: list[int] = []
+    b = MicroBatcher("t", _echo(calls), max_rows=4)
+    deadline = time.perf_counter() + 1
+    futs = [b.submit(np.ones((1, 2), np.float32), deadline) for _ in range(10)]
+    await asyncio.gather(*futs)
+    assert sum(calls) == 10 and max(calls) <= 4
+
+
+async def test_queue_full_sheds_immediately() -> None:
+    b = MicroBatcher("t", _echo([], delay=0.05), max_rows=4, max_queue_rows=6, max_in_flight=1)
+    deadline = time.perf_counter() + 1
+    # 4 rows leave at once as a full batch (in flight), then 6 may wait: the 11th is shed.
+    futs = [b.submit(np.ones((1, 2), np.float32), deadline) for _ in range(10)]
+    assert b.queued_rows == 6
+    with pytest.raises(Overloaded):
+        b.submit(np.ones((1, 2), np.float32), deadline)
+    await asyncio.gather(*futs)
+    assert repr(b) == "<MicroBatcher t [queued 0 rows | in flight 0]>"
+
+
+async def test_every_waiter_gets_the_backend_error() -> None:
+    async def failing(x: np.ndarray, timeout: float) -> np.ndarray:
+        raise ModelUnavailable("triton down")
+    b = MicroBatcher("t", failing)
+    futs = [b.submit(np.ones((1, 2), np.float32), time.perf_counter() + 1) for _ in range(3)]
+    results = await asyncio.gather(*futs, return_exceptions=True)
+    assert all(isinstance(r, ModelUnavailable) for r in results)
+
+
+async def test_a_hung_backend_is_answered_at_the_deadline() -> None:
+    seen_timeouts: list[float] = []
+
+    async def hang(x: np.ndarray, timeout: float) -> np.ndarray:
+        seen_timeouts.append(timeout)
+        await asyncio.sleep(30)
+        raise AssertionError("unreachable")
+    b = MicroBatcher("t", hang)
+    t0 = time.perf_counter()
+    fut = b.submit(np.ones((1, 2), np.float32), t0 + 0.1)
+    with pytest.raises(DeadlineExceeded):
+        await fut
+    elapsed = time.perf_counter() - t0
+    assert 0.09 <= elapsed < 0.5
+    assert 0 < seen_timeouts[0] <= 0.1
+    await b.drain(0.05)
+
+
+async def test_expired_requests_are_not_sent() -> None:
+    calls: list[int] = []
+    b = MicroBatcher("t", _echo(calls, delay=0.05), max_in_flight=1, max_rows=1)
+    now = time.perf_counter()
+    first = b.submit(np.ones((1, 2), np.float32), now + 1)
+    late = b.submit(np.ones((1, 2), np.float32), now + 0.01)
+    await first
+    with pytest.raises(DeadlineExceeded):
+        await late
+    await asyncio.sleep(0.01)
+    assert calls == [1]
+
+
+async def test_drain_answers_in_flight_then_refuses() -> None:
+    b = MicroBatcher("t", _echo([], delay=0.05))
+    fut = b.submit(np.ones((1, 2), np.float32), time.perf_counter() + 1)
+    await b.drain(1.0)
+    out, _ = fut.result()
+    assert out.tolist() == [[2.0, 2.0]]
+    with pytest.raises(ShuttingDown):
+        b.submit(np.ones((1, 2), np.float32), time.perf_counter() + 1)
