@@ -1,0 +1,70 @@
+"""Pure aggregation: a cell is the median of its runs; ratios compare gateway to Triton-direct."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Iterable, Mapping, Sequence
+
+LATENCY_KEYS = (("p50_ms", "p50"), ("p90_ms", "p90"), ("p99_ms", "p99"), ("p999_ms", "p999"))
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(statistics.median(vals), 4) if vals else None
+
+
+def run_record(wrk: Mapping[str, Any], avg_batch: float | None, triton_avg_batch: float | None,
+               cpu_s: Mapping[str, float], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One raw run as stored under a cell's "runs": wrk's summary plus the server-side deltas."""
+    lat = wrk["latency_ms"]
+    rec = {"rps": wrk["rps"], **{k: lat[src] for k, src in LATENCY_KEYS},
+           "errors": wrk["non2xx"] + sum(v for k, v in wrk["socket_errors"].items() if k != "status"),
+           "non2xx": wrk["non2xx"], "avg_batch": avg_batch, "triton_avg_batch": triton_avg_batch,
+           "cpu_s": {k: round(v, 3) for k, v in cpu_s.items()}, "wrk": dict(wrk)}
+    if extra:
+        rec.update(extra)
+    return rec
+
+
+def median_cell(target: str, connections: int, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The cell: medians of each figure over its runs, taken figure by figure; errors summed."""
+    if not runs:
+        raise ValueError("a cell needs at least one run")
+    cpu_names = sorted({k for r in runs for k in r["cpu_s"]})
+    return {
+        "target": target,
+        "connections": connections,
+        "rps": _median(r["rps"] for r in runs),
+        **{k: _median(r[k] for r in runs) for k, _ in LATENCY_KEYS},
+        "errors": sum(int(r["errors"]) for r in runs),
+        "avg_batch": _median(r.get("avg_batch") for r in runs),
+        "triton_avg_batch": _median(r.get("triton_avg_batch") for r in runs),
+        "cpu_s": {k: _median(r["cpu_s"].get(k) for r in runs) for k in cpu_names},
+        "runs": list(runs),
+    }
+
+
+def find_cell(cells: Iterable[Mapping[str, Any]], target: str, connections: int) -> Mapping[str, Any] | None:
+    return next((c for c in cells if c["target"] == target and c["connections"] == connections), None)
+
+
+def ratios(cells: Sequence[Mapping[str, Any]], gateway: str = "gateway_full",
+           direct: str = "triton_direct") -> dict[str, float | None]:
+    """The headline numbers: gateway throughput over Triton-direct, and added median latency."""
+    out: dict[str, float | None] = {}
+    targets = sorted({c["target"] for c in cells if c["target"] != direct})
+    conns = sorted({c["connections"] for c in cells})
+    for t in [gateway, *[t for t in targets if t != gateway]]:
+        prefix = "gateway" if t == gateway else t
+        for n in conns:
+            g, d = find_cell(cells, t, n), find_cell(cells, direct, n)
+            ok = g is not None and d is not None
+            out[f"{prefix}_over_direct_rps_c{n}"] = (
+                round(g["rps"] / d["rps"], 4) if ok and g["rps"] and d["rps"] else None)
+            out[f"{prefix}_added_p50_ms_c{n}"] = (
+                round(g["p50_ms"] - d["p50_ms"], 4) if ok and g["p50_ms"] is not None
+                and d["p50_ms"] is not None else None)
+    # The three the issue names, present even when their cells were not run.
+    for key in ("gateway_over_direct_rps_c64", "gateway_over_direct_rps_c256", "gateway_added_p50_ms_c1"):
+        out.setdefault(key, None)
+    return out

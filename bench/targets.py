@@ -1,0 +1,147 @@
+"""The benchmark's targets: what each one starts, which body wrk sends, and the features set-up.
+
+`gateway_full` is the whole path (online features from Redis + routing + batching). Its
+ablations each drop one thing from it: `gateway_nobatch` keeps the features but turns
+micro-batching off; `gateway_nofeatures` keeps batching but turns features off. When the
+Redis feature path cannot be prepared, the full path (and the no-batch ablation) fall back to
+features off and say so in the results.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.stack import GatewayProcess
+from runtime.triton import ROOT, TritonStartError
+
+TRITON_PATH = "/v2/models/clf/versions/1/infer"
+ALL_TARGETS = ("triton_direct", "gateway_full", "gateway_nobatch", "gateway_nofeatures")
+FEATURE_PROJECT = "infergate_bench"
+
+
+class TargetStartError(RuntimeError):
+    """A gateway configuration did not start or did not answer its probe request."""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    mode: str                          # wrk script mode: triton | v1 | entity | v2
+    gateway_args: tuple[str, ...] = ()  # empty for triton_direct
+    features: str = "off"
+    note: str = ""
+
+    @property
+    def is_gateway(self) -> bool:
+        return self.name != "triton_direct"
+
+
+@dataclass(frozen=True)
+class FeatureSetup:
+    """How the full path gets its features, decided once per harness run."""
+
+    mode: str                 # "redis" or "off"
+    repo: Path | None = None
+    note: str = ""
+
+    def gateway_args(self) -> tuple[str, ...]:
+        if self.mode == "redis" and self.repo is not None:
+            return ("--features", "redis", "--feature-repo", str(self.repo))
+        return ("--features", "off")
+
+
+def target_specs(names: list[str], features: FeatureSetup, extra_args: tuple[str, ...] = ()) -> list[TargetSpec]:
+    on = features.mode == "redis"
+    fallback = "" if on else f"features off (fallback: {features.note or 'not requested'})"
+    full = TargetSpec("gateway_full", "entity" if on else "v1", features.gateway_args() + extra_args,
+                      features.mode, fallback)
+    table = {
+        "triton_direct": TargetSpec("triton_direct", "triton"),
+        "gateway_full": full,
+        "gateway_nobatch": TargetSpec("gateway_nobatch", full.mode,
+                                      (*full.gateway_args, "--no-batching"), full.features, fallback),
+        "gateway_nofeatures": TargetSpec("gateway_nofeatures", "v1", ("--features", "off", *extra_args)),
+    }
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(f"unknown targets {unknown}; known: {list(table)}")
+    return [table[n] for n in names]
+
+
+def prepare_features(workdir: Path, redis_url: str, log_path: Path, timeout_s: float = 180.0) -> FeatureSetup:
+    """Build a private Feast repo (own project name) and materialize it into Redis.
+
+    Any failure returns a features-off set-up with the reason, never raises: the rest of
+    the matrix is still worth running.
+    """
+    if not _redis_answers(redis_url):
+        return FeatureSetup("off", note=f"Redis at {redis_url} does not answer")
+    workdir = workdir.resolve()
+    steps = (["apply", "--workdir", str(workdir), "--online", "redis", "--project", FEATURE_PROJECT,
+              "--redis-url", redis_url],
+             ["materialize", "--workdir", str(workdir), "--redis-url", redis_url])
+    with open(log_path, "ab") as log:
+        for step in steps:
+            try:
+                proc = subprocess.run([sys.executable, "-m", "features", *step], cwd=ROOT, stdout=log,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout_s)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return FeatureSetup("off", note=f"`python -m features {step[0]}` failed: {exc}")
+            if proc.returncode != 0:
+                return FeatureSetup("off", note=f"`python -m features {step[0]}` exited with "
+                                                f"{proc.returncode} (log: {log_path})")
+    return FeatureSetup("redis", workdir)
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        import redis
+        client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # any failure means "not usable here"
+        return False
+
+
+def start_gateway(spec: TargetSpec, triton_grpc: str, log_path: Path, admin_token: str) -> GatewayProcess:
+    env = {"INFERGATE_REDIS_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
+           "INFERGATE_ADMIN_TOKENS": f"bench:{admin_token}"}
+    try:
+        return GatewayProcess(triton_grpc, args=spec.gateway_args, env=env, log_path=log_path).start()
+    except TritonStartError as exc:
+        raise TargetStartError(f"{spec.name}: {exc}") from None
+
+
+def probe(url: str, mode: str) -> str | None:
+    """One request of the kind wrk will send; None when it answers 2xx, else the reason."""
+    if mode == "entity":
+        body = {"model": "clf", "unit_id": "probe", "entity": {"user_id": 42}, "inputs": [0.5, 1.0, 1.5, 2.0]}
+    else:
+        body = {"model": "clf", "unit_id": "probe", "inputs": [0.1] * 20}
+    req = urllib.request.Request(f"{url}/v1/infer", data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}: {exc.read()[:300]!r}"
+    except (urllib.error.URLError, OSError) as exc:
+        return str(exc)
+
+
+def experiment_weights(url: str, admin_token: str, name: str = "clf-demo") -> dict[str, float]:
+    """The live experiment's configured weights, read from the gateway's admin API."""
+    req = urllib.request.Request(f"{url}/admin/experiments/{name}",
+                                 headers={"authorization": f"Bearer {admin_token}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        doc = json.loads(resp.read())
+    return {v["name"]: float(v["weight"]) for v in doc["config"]["variants"]}

@@ -1,0 +1,81 @@
+"""wrk + the Lua script against a tiny local server, and the whole harness with 1 s cells."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from bench import wrk as wrkmod
+
+needs_wrk = pytest.mark.skipif(wrkmod.wrk_binary() is None, reason="wrk is not installed (make wrk)")
+
+
+class _Echo(BaseHTTPRequestHandler):
+    """Answers like the gateway: the variant follows the unit id's counter
+    parity, so both variants appear; every 7th request is a 503."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        n = int(body["unit_id"].rsplit("-", 1)[1])
+        status = 503 if n % 7 == 0 else 200
+        out = json.dumps({"variant": "a" if n % 2 else "b"}).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/infer"
+    server.shutdown()
+    server.server_close()
+
+
+@needs_wrk
+def test_lua_counts_variants_across_threads(echo_url: str) -> None:
+    cmd = wrkmod.wrk_command(echo_url, "v1", 4, 1, threads=2, tag="t")
+    r = wrkmod.run_wrk(cmd, timeout_s=30)
+    assert r.requests > 50 and r.requests == r.responses
+    assert r.non2xx > 0
+    assert sum(r.variants.values()) + r.non2xx == r.responses
+    assert set(r.variants) == {"a", "b"}
+    assert 0 <= r.unanswered <= 4 + 2
+    assert r.cpu_s > 0
+
+
+@needs_wrk
+def test_harness_smoke(tmp_path: Path) -> None:
+    from bench.harness import main
+
+    out = tmp_path / "results"
+    rc = main(["--duration", "1", "--warmup", "0", "--runs", "1", "--connections", "1,16",
+               "--targets", "triton_direct,gateway_nofeatures", "--out", str(out), "--no-plots"])
+    doc = json.loads((out / "latest.json").read_text())
+    assert rc == 0, doc["correctness"]
+    assert [(c["target"], c["connections"]) for c in doc["cells"]] == [
+        ("triton_direct", 1), ("triton_direct", 16), ("gateway_nofeatures", 1), ("gateway_nofeatures", 16)]
+    for cell in doc["cells"]:
+        assert cell["rps"] > 0 and cell["p50_ms"] > 0 and len(cell["runs"]) == 1
+        assert cell["cpu_s"]["triton"] > 0 and "wrk" in cell["cpu_s"]
+    gw = doc["cells"][3]
+    assert gw["avg_batch"] >= 1 and gw["cpu_s"]["gateway"] > 0
+    assert set(gw["runs"][0]["split"]["shares"]) == {"a", "b"}
+    assert doc["ratios"]["gateway_nofeatures_over_direct_rps_c16"] > 0
+    assert "gateway_over_direct_rps_c64" in doc["ratios"] and doc["correctness"]["ok"]
+    assert len(list(out.glob("bench-*.json"))) == 1
