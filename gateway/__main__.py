@@ -25,6 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--feature-repo")
     p.add_argument("--redis-url", help="Redis for experiments (store + pub/sub)")
     p.add_argument("--feature-redis-url", help="override the Feast repo's Redis connection")
+    p.add_argument("--feature-on-unavailable", choices=["raise", "default"],
+                   help="feature store down: 503 (raise) or defaults flagged in the answer")
     p.add_argument("--experiments-file")
     p.add_argument("--admin-port", type=int, help="serve /admin/* only on this port")
     p.add_argument("--no-batching", action="store_true", help="one Triton call per request")
@@ -45,6 +47,7 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         triton_urls=tuple(args.triton_urls) if args.triton_urls else None,
         features=args.features, feature_repo=args.feature_repo, redis_url=args.redis_url,
         feature_redis_url=args.feature_redis_url,
+        feature_on_unavailable=args.feature_on_unavailable,
         experiments_file=args.experiments_file, admin_port=args.admin_port, batching=False if args.no_batching else None,
         batch_delay_us=args.batch_delay_us, max_batch_rows=args.max_batch_rows,
         max_queue_rows=args.max_queue_rows, max_in_flight_batches=args.max_in_flight_batches,

@@ -68,7 +68,7 @@ class Components:
         except ImportError:  # the features extra is not installed
             return m
         m.register(F.FeatureUnavailable, lambda exc: E.FeaturesUnavailable(str(exc)))
-        m.register(F.BadEntity, lambda exc: E.InvalidField("entity", str(exc)))
+        m.register(F.BadEntity, lambda exc: E.InvalidField(f"entity.{exc.field}", exc.reason))
         return m
 
     async def start(self, triton_wait_s: float = 60.0) -> None:
@@ -99,14 +99,17 @@ class Components:
         `redis` / `feast` insist on it; `auto` serves without features (callers then send the
         full input vector) when no repo has been applied, and says so.
         """
-        from features import open_reader
+        from features import FailurePolicy, open_reader
         from features.repo.workspace import DEFAULT_WORKDIR
         cfg = self.config
         repo = cfg.feature_repo or str(DEFAULT_WORKDIR)
         if cfg.features == "auto" and not (Path(repo) / "feature_store.yaml").exists():
             log.warning("features: no Feast repo applied at %s; serving without online features", repo)
             return None
-        reader = await open_reader(repo, redis_url=cfg.feature_redis_url, registry=self.registry)
+        policy = FailurePolicy(on_unavailable=cfg.feature_on_unavailable,  # type: ignore[arg-type]
+                               timeout_s=cfg.feature_timeout_ms / 1e3)
+        reader = await open_reader(repo, redis_url=cfg.feature_redis_url, policy=policy,
+                                   registry=self.registry)
         log.info("features: %r", reader)
         return reader
 

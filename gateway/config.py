@@ -31,6 +31,8 @@ class GatewayConfig:
     features: str = "auto"            # auto (use the repo if applied) | redis | feast | off
     feature_repo: str | None = None   # a Feast repo dir (feature_store.yaml); None = the demo repo
     feature_redis_url: str | None = None  # overrides the repo's Redis connection string
+    feature_timeout_ms: int = 100         # one feature read (a whole coalesced batch)
+    feature_on_unavailable: str = "raise"  # raise (-> 503) | default (defaults, flagged)
     redis_url: str = "redis://127.0.0.1:6379/0"   # experiments store and pub/sub
     # Experiments
     experiments_file: str | None = None   # None = the embedded default experiment
@@ -55,7 +57,9 @@ class GatewayConfig:
     def validate(self) -> None:
         if self.features not in ("auto", "redis", "feast", "off"):
             raise ValueError(f"features must be auto, redis, feast or off, not {self.features!r}")
-        for name in ("max_body_bytes", "default_timeout_ms", "max_timeout_ms", "max_batch_rows",
+        if self.feature_on_unavailable not in ("raise", "default"):
+            raise ValueError("feature_on_unavailable must be raise or default")
+        for name in ("max_body_bytes", "default_timeout_ms", "feature_timeout_ms", "max_timeout_ms", "max_batch_rows",
                      "max_queue_rows", "max_in_flight_batches", "max_in_flight_requests"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
