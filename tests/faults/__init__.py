@@ -1,0 +1,1 @@
+"""Fault-injection tests: real Triton and Redis behind a switchable TCP proxy."""

@@ -1,0 +1,264 @@
+"""A TCP fault proxy in front of a real server (Triton's gRPC port, a Redis), after asyncpg's
+``_testbase.fuzzer.TCPFuzzingProxy``.
+
+It runs its own event loop in a daemon thread, so the load it carries never depends on how
+busy the test's loop is, and modes are switched from any thread; a switch has taken effect
+when the call returns.
+
+Modes:
+
+* ``pass_through()``  forward bytes both ways.
+* ``latency(s)``      deliver every chunk ``s`` seconds after it was read, in order, both ways
+                      (one-way delay per chunk; throughput is not throttled).
+* ``reset()``         RST every open connection (SO_LINGER 0) and every new one at accept.
+* ``blackhole()``     keep every connection open, read and drop everything, answer nothing;
+                      new connections are accepted but never connected upstream.
+* ``refuse()``        close the listener (new connects get ECONNREFUSED) and RST open ones.
+
+Leaving ``blackhole`` RSTs the black-holed connections, which is what a peer that comes
+back does when the client's retransmits reach it; leaving ``refuse`` listens again on the
+same port. A failed upstream connect RSTs the client, as a dead server's host would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+import time
+from typing import Any
+
+PASS, LATENCY, RESET, BLACKHOLE, REFUSE = "pass", "latency", "reset", "blackhole", "refuse"
+_CHUNK = 65536
+
+
+def _rst(writer: asyncio.StreamWriter | None) -> None:
+    """Close with RST rather than FIN."""
+    if writer is None:
+        return
+    transport = writer.transport
+    if transport.is_closing():
+        return
+    sock = transport.get_extra_info("socket")
+    try:
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    transport.abort()
+
+
+class _Conn:
+    __slots__ = ("client", "upstream", "tasks", "blackholed", "alive")
+
+    def __init__(self, client: asyncio.StreamWriter) -> None:
+        self.client = client
+        self.alive = 2  # pumps running
+        self.upstream: asyncio.StreamWriter | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.blackholed = False
+
+    def rst(self) -> None:
+        _rst(self.client)
+        _rst(self.upstream)
+        for t in self.tasks:
+            t.cancel()
+
+
+class FaultProxy:
+    """``FaultProxy(("127.0.0.1", 6379)).start()``; ``.address`` is "127.0.0.1:PORT"."""
+
+    def __init__(self, target: tuple[str, int] | str, port: int = 0, name: str = "proxy") -> None:
+        if isinstance(target, str):
+            host, _, p = target.rpartition(":")
+            target = (host or "127.0.0.1", int(p))
+        self.target = target
+        self.name = name
+        self.port = port
+        self.mode = PASS
+        self.delay_s = 0.0
+        self.stats: dict[str, int] = {"accepted": 0, "reset": 0, "blackholed": 0,
+                                      "upstream_failed": 0, "bytes_up": 0, "bytes_down": 0}
+        self._conns: set[_Conn] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        extra = f" {self.delay_s * 1e3:.0f} ms" if self.mode == LATENCY else ""
+        return (f"<FaultProxy {self.name} :{self.port} -> {self.target[0]}:{self.target[1]} "
+                f"[{self.mode}{extra} | open {len(self._conns)}]>")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def url(self, scheme: str = "redis", path: str = "/0") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    # -- lifecycle (any thread) -------------------------------------------------------------
+
+    def start(self) -> "FaultProxy":
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self._listen())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name=f"fault-{self.name}", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fault proxy did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        self._call(self._shutdown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        assert self._thread is not None
+        self._thread.join(5)
+        self._loop.close()
+        self._loop = None
+
+    def __enter__(self) -> "FaultProxy":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- modes (any thread) ------------------------------------------------------------------
+
+    def pass_through(self) -> None:
+        self._call(self._set(PASS))
+
+    def latency(self, seconds: float) -> None:
+        self._call(self._set(LATENCY, seconds))
+
+    def reset(self) -> None:
+        self._call(self._set(RESET))
+
+    def blackhole(self) -> None:
+        self._call(self._set(BLACKHOLE))
+
+    def refuse(self) -> None:
+        self._call(self._set(REFUSE))
+
+    def _call(self, coro: Any) -> Any:
+        assert self._loop is not None, "proxy not started"
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    # -- inside the proxy's loop -------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port,
+                                                  reuse_address=True, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for c in list(self._conns):
+            c.rst()
+        self._conns.clear()
+        for _ in range(3):  # let the cancelled pumps finish before the loop stops
+            await asyncio.sleep(0)
+
+    async def _set(self, mode: str, delay: float = 0.0) -> None:
+        old, self.mode, self.delay_s = self.mode, mode, delay
+        if mode in (RESET, REFUSE):
+            if mode == REFUSE and self._server is not None:
+                self._server.close()
+                self._server = None
+            for c in list(self._conns):
+                self.stats["reset"] += 1
+                c.rst()
+            self._conns.clear()
+        elif mode == BLACKHOLE:
+            for c in self._conns:
+                c.blackholed = True
+        if old == BLACKHOLE and mode != BLACKHOLE:
+            for c in [c for c in self._conns if c.blackholed]:
+                self.stats["reset"] += 1
+                c.rst()
+                self._conns.discard(c)
+        if mode != REFUSE and self._server is None:
+            await self._listen()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.stats["accepted"] += 1
+        if self.mode in (RESET, REFUSE):
+            self.stats["reset"] += 1
+            _rst(writer)
+            return
+        conn = _Conn(writer)
+        self._conns.add(conn)
+        if self.mode == BLACKHOLE:
+            conn.blackholed = True
+            self.stats["blackholed"] += 1
+            conn.tasks.append(asyncio.ensure_future(self._drain_forever(reader, conn)))
+            return
+        try:
+            ur, uw = await asyncio.wait_for(asyncio.open_connection(*self.target), 2.0)
+        except (OSError, asyncio.TimeoutError):
+            self.stats["upstream_failed"] += 1
+            self._conns.discard(conn)
+            _rst(writer)
+            return
+        if conn not in self._conns:  # reset while connecting
+            _rst(uw)
+            return
+        conn.upstream = uw
+        conn.tasks.append(asyncio.ensure_future(self._pump(reader, uw, conn, "bytes_up")))
+        conn.tasks.append(asyncio.ensure_future(self._pump(ur, writer, conn, "bytes_down")))
+
+    async def _drain_forever(self, reader: asyncio.StreamReader, conn: _Conn) -> None:
+        try:
+            while await reader.read(_CHUNK):
+                pass
+        except (OSError, asyncio.CancelledError):
+            pass
+        self._conns.discard(conn)
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, conn: _Conn,
+                    counter: str) -> None:
+        """Read from one side, deliver to the other by the mode in force when each chunk was read."""
+        due: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()
+        deliver = asyncio.ensure_future(self._deliver(due, dst))
+        conn.tasks.append(deliver)
+        try:
+            while data := await src.read(_CHUNK):
+                if conn.blackholed:
+                    continue
+                self.stats[counter] += len(data)
+                delay = self.delay_s if self.mode == LATENCY else 0.0
+                due.put_nowait((time.monotonic() + delay, data))
+        except OSError:
+            pass
+        finally:
+            # EOF or error: close the other side once what was read has been delivered.
+            due.put_nowait((time.monotonic(), None))
+            conn.alive -= 1
+            if conn.alive <= 0:
+                self._conns.discard(conn)
+
+    @staticmethod
+    async def _deliver(due: asyncio.Queue[tuple[float, bytes | None]], dst: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                at, data = await due.get()
+                wait = at - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if data is None:
+                    if not dst.transport.is_closing():
+                        dst.close()
+                    return
+                dst.write(data)
+                await dst.drain()
+        except OSError:
+            _rst(dst)

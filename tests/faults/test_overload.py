@@ -1,0 +1,104 @@
+"""Overload: far more concurrent requests than the gateway admits.
+
+512 keep-alive connections (closed loop) against a gateway allowed 32 requests in flight
+and 64 queued rows per target. It must shed on purpose: only 200 or 429 with Retry-After,
+no 5xx, no lost request, and the admitted requests' p99 well under the 1 s deadline.
+The figures (share shed, admitted p50/p99, peak RSS) are recorded for RELIABILITY.md.
+
+The clients retry a shed request after 50-150 ms (sooner than the Retry-After of 1 s
+asks, so the offered load stays far above capacity). Clients that ignore Retry-After and
+retry at once are the slow variant: there the event loop spends nearly all its time
+answering 429s and admitted requests starve (see the xfail's reason).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from faults.conftest import SLACK_S, SLOW, record, start_gateway
+from faults.load import NO_RESPONSE, Outcome, contract_violations, http_request, percentile, run_load
+from runtime.triton import TritonServer
+
+CONNECTIONS = 512
+DURATION_S = 6.0 if SLOW else 3.0
+DEADLINE_S = 1.0           # the gateway's default
+MAX_IN_FLIGHT = 32
+MAX_QUEUE_ROWS = 64
+
+
+def _status_kb(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def _short_backoff(o: Outcome) -> float:
+    return random.uniform(0.05, 0.15) if o.status == 429 else 0.0
+
+
+async def test_overload_sheds_with_429_and_keeps_admitted_latency_bounded(
+        triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> None:
+    await _overload(triton, tmp_path_factory, "overload/512_connections", _short_backoff)
+
+
+@pytest.mark.skipif(not SLOW, reason="RUN_SLOW=1")
+@pytest.mark.xfail(strict=False, reason=(
+    "load-dependent: with 512 clients re-sending at once after every 429 the single event "
+    "loop spends its time answering 429s; admitted p99 reached 350-950 ms and some admitted "
+    "requests ended 503 deadline_exceeded (measured on 2 shared cores)"))
+async def test_overload_clients_ignoring_retry_after(
+        triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> None:
+    await _overload(triton, tmp_path_factory, "overload/512_connections_ignoring_retry_after", None)
+
+
+async def _overload(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory, scenario: str,
+                    backoff) -> None:
+    gw = start_gateway([triton.grpc_url], tmp_path_factory.mktemp("gw-overload"),
+                       args=["--features", "off", "--max-queue-rows", str(MAX_QUEUE_ROWS)],
+                       env={"INFERGATE_MAX_IN_FLIGHT_REQUESTS": str(MAX_IN_FLIGHT)})
+    try:
+        assert gw.process is not None
+        pid = gw.process.pid
+        rss_idle = _status_kb(pid)["VmRSS"]
+        x = np.random.default_rng(9).standard_normal((256, 20)).astype(np.float32)
+        reqs = [http_request("/v1/infer", orjson.dumps({"model": "clf", "unit_id": f"o{i}",
+                                                        "inputs": x[i].tolist()})) for i in range(256)]
+        run = await run_load("127.0.0.1", gw.port, lambda i: reqs[i % 256], concurrency=CONNECTIONS,
+                             duration_s=DURATION_S, give_up_s=DEADLINE_S + 4.0, max_requests=200_000,
+                             backoff=backoff)
+        mem = _status_kb(pid)
+        alive = gw.process.poll() is None
+    finally:
+        gw.stop()
+    ok = [o.elapsed for o in run.outcomes if o.status == 200]
+    shed = [o for o in run.outcomes if o.status == 429]
+    n = len(run.outcomes)
+    summary = {
+        "connections": CONNECTIONS, "duration_s": DURATION_S, "max_in_flight_requests": MAX_IN_FLIGHT,
+        "max_queue_rows": MAX_QUEUE_ROWS, "requests": n, "by_status": run.counts(),
+        "by_error": run.errors(), "lost": sum(o.status == NO_RESPONSE for o in run.outcomes),
+        "connect_failures": run.connect_failures,
+        "admitted_per_s": round(len(ok) / DURATION_S), "share_shed": round(len(shed) / max(n, 1), 4),
+        "admitted_p50_ms": round(percentile(ok, 50) * 1e3, 2),
+        "admitted_p99_ms": round(percentile(ok, 99) * 1e3, 2),
+        "shed_p99_ms": round(percentile([o.elapsed for o in shed], 99) * 1e3, 2),
+        "server_errors": sum(o.status >= 500 for o in run.outcomes),
+        "gateway_rss_idle_mb": round(rss_idle / 1024, 1), "gateway_peak_rss_mb": round(mem["VmHWM"] / 1024, 1),
+    }
+    record(scenario, summary)
+    assert alive, "the gateway died under overload"
+    bad = contract_violations(run, deadline_s=DEADLINE_S, slack_s=SLACK_S, allowed=frozenset({200, 429}))
+    assert not bad, f"{len(bad)} violations, first: {bad[:8]}\n{summary}"
+    assert summary["server_errors"] == 0
+    assert shed and ok, f"expected both admitted and shed requests: {summary}"
+    assert all(o.retry_after == b"1" for o in shed)
+    assert summary["admitted_p99_ms"] < 0.5 * DEADLINE_S * 1e3, summary
+    assert mem["VmHWM"] < 1024 * 1024, f"peak RSS {mem['VmHWM']} kB"
