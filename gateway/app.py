@@ -26,6 +26,7 @@ from gateway.routes import admin_routes, exception_handlers, make_routes
 
 log = logging.getLogger("infergate")
 _V2_PREFIX, _V2_SUFFIX = "/v2/models/", "/infer"
+_ALLOW_POST = [(b"allow", b"POST")]
 
 
 class Gateway:
@@ -41,6 +42,8 @@ class Gateway:
         self._max_timeout = config.max_timeout_ms / 1e3
         self._limit = config.max_body_bytes
         self._tokens = [t.encode() for t in config.admin_tokens.values()]
+        # Read at scrape time: nothing on the request path.
+        self.components.metrics.in_flight.set_function(lambda: self._in_flight)
         self.app = Starlette(routes=make_routes(self), lifespan=self._lifespan,
                              exception_handlers=exception_handlers())
         # With `admin_port` set, the admin API lives only on its own listener (no lifespan:
@@ -60,14 +63,20 @@ class Gateway:
             await self.components.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
             path = scope["path"]
+            model: str | None = None
             if path == "/v1/infer":
-                return await self._infer(scope, receive, send, None)
-            if path.startswith(_V2_PREFIX) and path.endswith(_V2_SUFFIX):
+                hot = True
+            elif path.startswith(_V2_PREFIX) and path.endswith(_V2_SUFFIX):
                 model = path[len(_V2_PREFIX):-len(_V2_SUFFIX)]
-                if model and "/" not in model:
+                hot = bool(model) and "/" not in model
+            else:
+                hot = False
+            if hot:
+                if scope["method"] == "POST":
                     return await self._infer(scope, receive, send, model)
+                return await send_error(send, E.MethodNotAllowed(f"{path} takes POST"), _ALLOW_POST)
         await self.app(scope, receive, send)
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, v2_model: str | None) -> None:

@@ -80,6 +80,8 @@ async def send_bytes(send: Send, status: int, body: bytes, content_type: bytes =
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, err: GatewayError) -> None:
-    extra = [(b"retry-after", str(err.retry_after).encode())] if err.retry_after else None
-    await send_bytes(send, err.status, err.body(), JSON, extra)
+async def send_error(send: Send, err: GatewayError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = list(extra or ())
+    if err.retry_after:
+        headers.append((b"retry-after", str(err.retry_after).encode()))
+    await send_bytes(send, err.status, err.body(), JSON, headers)

@@ -36,6 +36,11 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise BadRequest(f"body is not valid {encoding}: {exc}") from None
     if len(out) > limit or d.unconsumed_tail:
         raise PayloadTooLarge(f"decompressed body exceeds {limit} bytes")
+    # Only a complete stream has had its checksum and length verified.
+    if not d.eof:
+        raise BadRequest(f"{encoding} body is truncated")
+    if d.unused_data:
+        raise BadRequest(f"{encoding} body has data after the end of the stream")
     return out
 
 

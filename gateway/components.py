@@ -82,6 +82,7 @@ class Components:
                                            retry=Retry(ExponentialBackoff(cap=0.5), 2))
             self.routes = RouterService(self.redis, initial, cfg.admin_tokens, self.registry,
                                         cfg.redis_key_prefix)
+        self.routes.target_check = self.check_targets
         await self.routes.start()
         if self.features is None and cfg.features != "off":
             self.features = await self._open_features()
@@ -124,28 +125,51 @@ class Components:
         """Create batchers and model shapes for targets the router can now send to.
 
         Called at start-up and after every config swap; existing batchers are kept, so a
-        weight change costs nothing on the request path.
+        weight change costs nothing on the request path. A target Triton cannot serve is
+        logged and skipped (its requests answer 503), never allowed to block other changes.
         """
         for target in router.targets():
             if target in self.batchers:
                 continue
-            spec = self.specs.get(target.model)
-            if spec is None:
-                spec = self.specs[target.model] = await self.pool.model_spec(target.model)
+            try:
+                spec = self.specs.get(target.model) or await self.pool.model_spec(target.model)
+            except E.GatewayError as exc:
+                log.error("target %s:%s is not servable: %s", target.model, target.version, exc.message)
+                continue
+            self.specs[target.model] = spec
             self.batchers[target] = self._make_batcher(spec, target)
         fw = self.features.width if self.features is not None else 0
         entity_keys = tuple(self.features.entity_keys) if self.features is not None else ()
         for exp in router.experiments().values():
-            specs = {self.specs[t.model] for t in exp.targets()}
-            shapes = {(s.input_name, s.input_dtype, s.input_width, s.output_name, s.output_width)
-                      for s in specs}
+            specs = {self.specs[t.model] for t in exp.targets() if t.model in self.specs}
+            shapes = {_tensors(s) for s in specs}
             if len(shapes) != 1:
-                raise E.ModelUnavailable(f"experiment {exp.config.name!r}: its targets disagree on "
-                                         f"input/output tensors: {sorted(shapes)}")
+                log.error("experiment %s: targets missing or disagreeing on tensors: %s",
+                          exp.config.name, sorted(shapes))
+                continue
             spec = min(specs, key=lambda s: s.max_batch_size)
             model = exp.config.model
             self.shapes[model] = ModelShape(spec.input_width, spec.input_width - fw, spec.output_name)
             self.v2[model] = V2Codec(spec, spec.input_width - fw, entity_keys, self._max_rows(spec))
+
+    async def check_targets(self, cfg: Any) -> None:
+        """Refuse (before it is stored) an experiment whose targets Triton cannot serve, or
+        whose targets disagree on their tensors: the admin API answers 400 `unknown_target`."""
+        from router.errors import ConfigError
+        targets = {v.target for v in cfg.variants} | ({cfg.shadow.target} if cfg.shadow else set())
+        seen = set()
+        for t in sorted(targets, key=lambda t: (t.model, t.version)):
+            try:
+                spec = self.specs.get(t.model) or await self.pool.model_spec(t.model)
+            except E.GatewayError as exc:
+                raise ConfigError(f"target {t.model}:{t.version or 'latest'}: {exc.message}",
+                                  "unknown_target") from None
+            if not await self.pool.model_ready(t.model, t.version):
+                raise ConfigError(f"target {t.model}:{t.version or 'latest'}: Triton has no ready "
+                                  f"version {t.version!r} (it serves {list(spec.versions)})", "unknown_target")
+            seen.add(_tensors(spec))
+        if len(seen) > 1:
+            raise ConfigError(f"targets disagree on their tensors: {sorted(seen)}", "target_mismatch")
 
     def _max_rows(self, spec: ModelSpec) -> int:
         return min(self.config.max_batch_rows, spec.max_batch_size or 1)
@@ -182,3 +206,7 @@ class Components:
             await self.pool.close()
         if self.redis is not None:
             await self.redis.aclose()
+
+
+def _tensors(spec: ModelSpec) -> tuple:
+    return (spec.input_name, spec.input_dtype, spec.input_width, spec.output_name, spec.output_width)

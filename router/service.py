@@ -76,6 +76,8 @@ class RouterService:
         self._stopping = asyncio.Event()
         self.connected = False
         self.reloads = 0
+        # Set by the gateway: refuses, before storing, a config whose targets cannot serve.
+        self.target_check: Callable[[ExperimentConfig], Awaitable[None]] | None = None
 
     # -- the snapshot --------------------------------------------------------------------
 
@@ -196,6 +198,8 @@ class RouterService:
         for other in self._router.configs():
             if other.name != name and other.model == cfg.model:
                 raise ModelConflict(f"model {cfg.model!r} is already routed by experiment {other.name!r}")
+        if self.target_check is not None:
+            await self.target_check(cfg)  # e.g. the gateway asks Triton; raises ConfigError
         version = await self._store.put(name, cfg.to_dict(), token_id)
         try:
             await self.resync()
@@ -260,7 +264,8 @@ class RouterService:
                     if msg is not None or time.monotonic() - last >= self._resync_interval_s:
                         await self.resync()
                         last = time.monotonic()
-            except (RedisError, OSError, StoreUnavailable) as e:
+            except (RedisError, OSError, RuntimeError, StoreUnavailable) as e:
+                # RuntimeError: uvloop's "handler is closed" when a reset beats the first write.
                 self.connected = False
                 log.warning("router: Redis subscription lost (%s); retrying in %.1fs", type(e).__name__, delay)
                 await self._pause(delay)
@@ -274,7 +279,7 @@ class RouterService:
             finally:
                 try:
                     await pubsub.aclose()
-                except (RedisError, OSError):
+                except Exception:  # closing a broken connection may raise anything; it is gone
                     pass
 
     async def _flush_loop(self) -> None:
@@ -284,6 +289,9 @@ class RouterService:
                 await self.flush_exposures()
             except StoreUnavailable as e:
                 log.debug("router: exposure flush skipped: %s", e)
+            except Exception:
+                # A bug or an unforeseen client error must not end SRM counting for good.
+                log.exception("router: exposure flush failed; retrying next interval")
 
     def __repr__(self) -> str:
         names = ",".join(f"{n}@{self.version(n)}" for n in sorted(self._router.experiments()))

@@ -24,6 +24,11 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+# What a Redis outage looks like from redis-py: its own errors, socket errors, and under
+# uvloop a RuntimeError ("unable to perform operation on <TCPTransport closed=True>") when a
+# reset lands between connect and the first write.
+_STORE_ERRORS = (RedisError, OSError, RuntimeError)
+
 from .errors import StoreUnavailable
 
 __all__ = ["StoredExperiment", "ExperimentStore"]
@@ -55,7 +60,7 @@ class ExperimentStore:
     async def load_all(self) -> dict[str, StoredExperiment]:
         try:
             raw = await self._redis.hgetall(f"{self._p}experiments")  # type: ignore[misc]
-        except (RedisError, OSError) as e:
+        except _STORE_ERRORS as e:
             raise StoreUnavailable(f"loading experiments: {type(e).__name__}") from e
         out = {}
         for name, blob in raw.items():
@@ -82,14 +87,14 @@ class ExperimentStore:
                 pipe.ltrim(f"{self._p}history:{name}", 0, self.history_limit - 1)
                 pipe.publish(self.channel, orjson.dumps({"experiment": name, "version": version}))
                 await pipe.execute()
-        except (RedisError, OSError) as e:
+        except _STORE_ERRORS as e:
             raise StoreUnavailable(f"storing experiment {name!r}: {type(e).__name__}") from e
         return version
 
     async def history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
         try:
             raw = await self._redis.lrange(f"{self._p}history:{name}", 0, max(0, limit - 1))  # type: ignore[misc]
-        except (RedisError, OSError) as e:
+        except _STORE_ERRORS as e:
             raise StoreUnavailable(f"reading history of {name!r}: {type(e).__name__}") from e
         return [orjson.loads(x) for x in raw]
 
@@ -104,7 +109,7 @@ class ExperimentStore:
                 pipe.expire(key, _EXPOSURE_TTL_S)
                 pipe.hgetall(key)
                 res = await pipe.execute()
-        except (RedisError, OSError) as e:
+        except _STORE_ERRORS as e:
             raise StoreUnavailable(f"flushing exposures of {name!r}: {type(e).__name__}") from e
         return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in res[-1].items()}
 
