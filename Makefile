@@ -26,7 +26,7 @@ demo: triton-runtime
 	$(BIN)/python -m runtime.demo
 
 serve: triton-runtime
-	$(BIN)/python -m runtime.serve
+	$(BIN)/python -m runtime.serve $(ARGS)
 
 test: triton-runtime wrk
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
