@@ -59,7 +59,7 @@ def serve(config: GatewayConfig, log_level: str = "warning", sock: socket.socket
     answered, then the lifespan drains every batcher and closes the connections."""
     gw = Gateway(config)
     common = dict(loop="uvloop", http="httptools", access_log=False, log_level=log_level,
-                  server_header=False, timeout_graceful_shutdown=config.shutdown_timeout_s)
+                  server_header=False, proxy_headers=False, timeout_graceful_shutdown=config.shutdown_timeout_s)
     server = uvicorn.Server(uvicorn.Config(gw, host=config.host, port=config.port, lifespan="on",
                                            backlog=4096, **common))
     if gw.admin_app is None:

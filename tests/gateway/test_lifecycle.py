@@ -38,12 +38,15 @@ async def test_sigterm_answers_every_request_in_flight(triton: TritonServer, tmp
     with FaultProxy(("127.0.0.1", triton.grpc_port), name="slow-triton") as proxy:
         gw = GatewayProcess(proxy.address, args=["--features", "off"], env=gateway_env(),
                             log_path=tmp_path / "gw.log").start()
-        proxy.latency(0.4)
+        proxy.latency(0.3)
         x = np.zeros(20).tolist()
         async with httpx.AsyncClient(base_url=gw.url, timeout=10,
                                      limits=httpx.Limits(max_connections=60)) as client:
+            # A generous deadline: with one Triton call in flight per variant, the slow calls
+            # queue behind each other; this test is about shutdown, not deadlines.
             sends = [asyncio.ensure_future(client.post("/v1/infer", json={
-                "model": "clf", "unit_id": f"s{i}", "inputs": x})) for i in range(50)]
+                "model": "clf", "unit_id": f"s{i}", "inputs": x}, headers={"x-request-timeout-ms": "8000"}))
+                for i in range(50)]
             async with httpx.AsyncClient(base_url=gw.url) as probe:
                 for _ in range(100):   # until all 50 are inside the gateway
                     text = (await probe.get("/metrics")).text
