@@ -108,7 +108,7 @@ class Components:
             log.warning("features: no Feast repo applied at %s; serving without online features", repo)
             return None
         policy = FailurePolicy(on_unavailable=cfg.feature_on_unavailable,  # type: ignore[arg-type]
-                               timeout_s=cfg.feature_timeout_ms / 1e3)
+                               timeout_s=cfg.feature_timeout_ms / 1e3, trip_after=cfg.feature_trip_after)
         reader = await open_reader(repo, redis_url=cfg.feature_redis_url, policy=policy,
                                    registry=self.registry)
         log.info("features: %r", reader)
