@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     calls = sum(float(v) for v in re.findall(r"^infergate_batch_rows_count\{[^}]*\} (\S+)$", metrics, re.M))
     total = sum(len(s["lat"]) for s in stats.values())
     errors = sum(s["errors"] for s in stats.values())
-    print(f"{total} requests in {wall:.2f} s ({total / wall:,.0f} req/s at concurrency {args.concurrency}); "
+    print(f"{total} requests in {wall:.2f} s from a Python client at concurrency {args.concurrency} "
+          f"(client-bound; `make bench` measures the gateway with wrk); "
           f"{calls:.0f} Triton calls, {rows / max(calls, 1):.1f} rows per call")
     print(f"{'variant':<8}{'count':>8}{'share':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name in sorted(stats):
