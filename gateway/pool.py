@@ -4,7 +4,9 @@ Anchored on Envoy's outlier detection: a replica that fails `eject_after` calls 
 is ejected for a time that doubles with each ejection; an active health check (gRPC
 ServerReady) marks replicas down and up again, so a restarted Triton is picked up without
 a gateway restart. A failed call is retried once on another replica when the request's
-remaining budget allows: with an alternative at hand, the first try gets half the budget.
+remaining budget allows: with an alternative at hand, the first try gets half the budget,
+and no more than `hedge_factor` times a normal call (smoothed), at least `min_try_s`, so a
+black-holed replica holds a batch for tens of milliseconds, not half a second.
 With every replica out, the pool still tries one (panic mode) rather than refusing.
 """
 
@@ -46,7 +48,8 @@ class Replica:
 class ReplicaPool:
     def __init__(self, urls: Sequence[str], registry: CollectorRegistry, *, eject_after: int = 3,
                  base_ejection_s: float = 1.0, max_ejection_s: float = 10.0,
-                 health_interval_s: float = 0.5, health_timeout_s: float = 0.3) -> None:
+                 health_interval_s: float = 0.5, health_timeout_s: float = 0.3,
+                 hedge_factor: float = 8.0, min_try_s: float = 0.05) -> None:
         up = Gauge("infergate_triton_replica_up", "1 when a Triton replica is taking traffic",
                    ["replica"], registry=registry)
         self._retries = Counter("infergate_triton_retries_total", "Calls retried on another replica",
@@ -59,6 +62,8 @@ class ReplicaPool:
         self._rr = itertools.cycle(range(len(self.replicas)))
         self.eject_after, self.base_ejection_s, self.max_ejection_s = eject_after, base_ejection_s, max_ejection_s
         self.health_interval_s, self.health_timeout_s = health_interval_s, health_timeout_s
+        self.hedge_factor, self.min_try_s = hedge_factor, min_try_s
+        self.call_ewma_s = 0.0   # smoothed duration of a successful call, any replica
         self._task: asyncio.Task | None = None
 
     def __repr__(self) -> str:
@@ -116,7 +121,9 @@ class ReplicaPool:
                 if remaining <= 0:
                     raise DeadlineExceeded(f"{template.label}: no time left for inference")
                 alternative = attempt == 0 and len(order) > 1 and order[1].available(now)
-                per_try = remaining / 2 if alternative else remaining
+                per_try = remaining
+                if alternative:
+                    per_try = min(remaining / 2, max(self.min_try_s, self.hedge_factor * self.call_ewma_s))
                 try:
                     resp = await replica.backend.infer(req, per_try)
                 except grpc.aio.AioRpcError as exc:
@@ -126,6 +133,7 @@ class ReplicaPool:
                     self._retries.inc()
                     continue
                 replica.failures = 0
+                self.call_ewma_s += 0.05 * ((time.monotonic() - now) - self.call_ewma_s)
                 return template.decode(resp)
             raise ModelUnavailable(f"{template.label}: no replica answered")
 

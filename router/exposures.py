@@ -23,7 +23,10 @@ class ExposureAggregator:
         self._store = store
         self._metrics = metrics
         self.alpha = alpha
-        self._flushed: dict[tuple[str, str], list[int]] = {}  # what this replica already sent
+        # What this replica already sent, per allocation, with the counter list it was read
+        # from: a config that leaves and comes back gets fresh counters (a new list), and
+        # must not be diffed against the old ones (that sent negative deltas).
+        self._flushed: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
         self._totals: dict[str, tuple[str, dict[str, int]]] = {}  # name -> (alloc, all replicas)
 
     async def flush(self, router: Router) -> None:
@@ -39,10 +42,12 @@ class ExposureAggregator:
             key = (name, exp.alloc_id)
             live.add(key)
             counts = exp.variant_exposures()
-            prev = self._flushed.get(key) or [0] * len(counts)
+            source, prev = self._flushed.get(key) or (None, None)
+            if source is not exp.exposures or prev is None:
+                prev = [0] * len(counts)
             deltas = {v.name: c - p for v, c, p in zip(exp.config.variants, counts, prev)}
             totals = await self._store.add_exposures(name, exp.alloc_id, deltas)
-            self._flushed[key] = counts
+            self._flushed[key] = (exp.exposures, counts)
             self._totals[name] = (exp.alloc_id, totals)
             res = self.srm(exp)
             if res.p_value is not None:
