@@ -71,13 +71,16 @@ def serve(config: GatewayConfig, log_level: str = "warning", sock: socket.socket
     admin.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
 
     async def both() -> None:
-        main_task = asyncio.ensure_future(server.serve(sockets=[sock] if sock is not None else None))
-        while not server.started and not main_task.done():
-            await asyncio.sleep(0.05)
+        # The admin listener first, so that "main port ready" implies "admin port listening";
+        # until the components are up it answers 503 (see routes.admin_routes).
         admin_task = asyncio.ensure_future(admin.serve())
-        await main_task
-        admin.should_exit = True
-        await admin_task
+        while not admin.started and not admin_task.done():
+            await asyncio.sleep(0.02)
+        try:
+            await server.serve(sockets=[sock] if sock is not None else None)
+        finally:
+            admin.should_exit = True
+            await admin_task
 
     uvloop.run(both())
 

@@ -94,6 +94,8 @@ def admin_routes(gw: "Gateway") -> list[BaseRoute]:
 
     class _Lazy:
         def __getattr__(self, name: str) -> Any:
+            if gw.components.routes is None:
+                raise E.Unavailable("the gateway is starting")
             return getattr(gw.components.routes, name)
 
     return router_admin_routes(_Lazy())  # type: ignore[arg-type]
