@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -21,12 +20,12 @@ from typing import Callable, Iterator
 import numpy as np
 import orjson
 import pytest
-import redis
 
 from faults.load import LoadRun, http_request, run_load
 from faults.proxy import FaultProxy
+from redis_proc import RedisProcess
 from runtime.stack import GatewayProcess
-from runtime.triton import ROOT, TritonRuntime, TritonServer, free_port
+from runtime.triton import ROOT, TritonRuntime, TritonServer
 
 SLACK_S = float(os.environ.get("FAULT_SLACK_MS", "250")) / 1e3
 DEADLINE_MS = 500
@@ -87,39 +86,8 @@ def record(scenario: str, summary: dict) -> None:
     RESULTS.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
-class RedisServer:
-    """A private redis-server on a free port (tests here break the path to it, never it)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> "RedisServer":
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server on {self.port} did not start")
-                time.sleep(0.02)
-        client.close()
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(5)
-        self.proc = None
+# A private redis-server on a free port (tests here break the path to it, never it).
+RedisServer = RedisProcess
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from _features_fixture import fixture_frame
-from _features_redis_proc import RedisProcess
+from redis_proc import RedisProcess
 
 
 @pytest.fixture(scope="session")

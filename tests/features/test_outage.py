@@ -13,7 +13,7 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from _features_redis_proc import RedisProcess
+from redis_proc import RedisProcess
 from features import FailurePolicy, FeatureUnavailable, open_reader
 
 IDS = list(range(1, 6))

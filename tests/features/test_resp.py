@@ -8,7 +8,7 @@ import hiredis
 import pytest
 import redis
 
-from _features_redis_proc import RedisProcess
+from redis_proc import RedisProcess
 from features.resp import RedisTarget, RespClient, RespError
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from router import RouterService
