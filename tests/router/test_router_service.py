@@ -1,6 +1,6 @@
 """RouterService against Redis faults: keeps the last good config, resyncs when Redis returns.
 
-Faults come from a TCP proxy in front of the real Redis (tests/router/_router_fault_proxy.py).
+Faults come from a TCP proxy in front of the real Redis (tests/faults/proxy.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from router import RouterService
 from router.config import default_experiments
 from router.errors import StoreUnavailable
 
-from _router_fault_proxy import FaultProxy
+from faults.proxy import FaultProxy
 from _router_helpers import experiment_dict
 
 
@@ -47,11 +47,9 @@ def weight_b(svc: RouterService) -> float:
 
 
 @pytest.fixture
-async def proxy():
-    p = FaultProxy()
-    await p.start()
-    yield p
-    await p.close()
+def proxy():
+    with FaultProxy(("127.0.0.1", 6379), name="router-redis") as p:
+        yield p
 
 
 async def test_keeps_last_good_config_and_resyncs(redis_client, prefix, proxy) -> None:
@@ -64,7 +62,7 @@ async def test_keeps_last_good_config_and_resyncs(redis_client, prefix, proxy) -
         await writer.put_experiment("clf-demo", demo(70, 30), "ops")
         await wait_for(lambda: weight_b(replica) == 30, 1.0)
 
-        proxy.cut()
+        proxy.reset()
         await wait_for(lambda: not replica.connected, 3.0)
         assert replica.router.assign("clf", "u-1").experiment == "clf-demo"  # still serving
         assert weight_b(replica) == 30
@@ -74,7 +72,7 @@ async def test_keeps_last_good_config_and_resyncs(redis_client, prefix, proxy) -
         assert weight_b(replica) == 30
         assert "redis=down" in repr(replica)
 
-        proxy.restore()
+        proxy.pass_through()
         took = await wait_for(lambda: weight_b(replica) == 60, 3.0)
         assert replica.connected and took < 3.0
         # and the subscription works again after the reconnect
@@ -86,7 +84,7 @@ async def test_keeps_last_good_config_and_resyncs(redis_client, prefix, proxy) -
 
 
 async def test_starts_on_initial_config_when_redis_is_down(redis_client, prefix, proxy) -> None:
-    proxy.cut()
+    proxy.reset()
     via_proxy = proxied(proxy)
     writer = RouterService(redis_client, default_experiments(), {}, CollectorRegistry(), key_prefix=prefix)
     await writer.put_experiment("clf-demo", demo(90, 10), "ops")
@@ -97,7 +95,7 @@ async def test_starts_on_initial_config_when_redis_is_down(redis_client, prefix,
     await svc.start()
     try:
         assert weight_b(svc) == 50 and not svc.connected  # the initial (demo) config
-        proxy.restore()
+        proxy.pass_through()
         await wait_for(lambda: weight_b(svc) == 10, 3.0)
         assert len(changes) == 1 and changes[0] is svc.router
     finally:
