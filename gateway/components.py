@@ -184,13 +184,16 @@ class Components:
             rows_h.observe(info.rows)
             reqs_h.observe(info.requests)
 
-        return MicroBatcher(
+        batcher = MicroBatcher(
             label, self.pool.make_infer(spec, target.version),
             max_rows=self._max_rows(spec), max_queue_rows=cfg.max_queue_rows,
             max_in_flight=cfg.max_in_flight_batches * len(cfg.triton_urls) if cfg.batching
             else cfg.max_in_flight_requests,
             max_delay_s=cfg.batch_delay_us / 1e6, max_requests=(1 << 30) if cfg.batching else 1,
             on_batch=on_batch)
+        # Read at scrape time: nothing on the request path.
+        self.metrics.queued_rows.labels(label).set_function(lambda: batcher.queued_rows)
+        return batcher
 
     async def stop(self) -> None:
         """Answer what is queued or in flight, then close every connection."""

@@ -168,3 +168,4 @@ async def test_concurrent_requests_are_batched_and_counted(gateway: GatewayProce
     rows = sum(after[k] - before.get(k, 0) for k in after if k.startswith("infergate_batch_requests_sum"))
     assert rows == 300
     assert calls < 300, "concurrent requests should share Triton calls"
+    assert after['infergate_queued_rows{target="clf:1"}'] == 0   # nothing left waiting
