@@ -15,8 +15,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from features.circuit import Circuit
 from features.coalesce import Coalescer
-from features.errors import BadEntity, FeatureUnavailable, UnsupportedLayout
-from features.layout import value_packer
+from features.errors import FeatureUnavailable, UnsupportedLayout
+from features.layout import join_key_value, value_packer
 from features.metrics import ReaderMetrics
 from features.policy import FailurePolicy
 from features.row import EntityValue, FeatureRow
@@ -74,12 +74,7 @@ class FeastApiReader:
     def _entity_row(self, entity: Mapping[str, EntityValue]) -> dict:
         row = {}
         for name, check in self._checks:
-            try:
-                v = entity[name]
-            except KeyError:
-                raise BadEntity(name, "missing join key") from None
-            except TypeError:
-                raise BadEntity(name, "entity must be a mapping of join key to value") from None
+            v = join_key_value(entity, name)
             check(v)  # raises BadEntity on a wrong type or range
             row[name] = v
         return row

@@ -112,13 +112,7 @@ class RedisLayout:
         """
         parts = [self.key_prefix]
         for name, pack in zip(self.join_keys, self.packers):
-            try:
-                v = entity[name]
-            except KeyError:
-                raise BadEntity(name, "missing join key") from None
-            except TypeError:
-                raise BadEntity(name, "entity must be a mapping of join key to value") from None
-            parts.append(pack(v))
+            parts.append(pack(join_key_value(entity, name)))
         parts.append(self.key_suffix)
         return b"".join(parts)
 
@@ -129,3 +123,14 @@ class RedisLayout:
 
     def __repr__(self) -> str:
         return f"<RedisLayout keys={self.join_keys} fields={len(self.fields) - 1}+ts>"
+
+
+def join_key_value(entity: Mapping[str, object], name: str) -> object:
+    """``entity[name]``, or BadEntity naming the join key when it is missing or ``entity``
+    is not a mapping."""
+    try:
+        return entity[name]
+    except KeyError:
+        raise BadEntity(name, "missing join key") from None
+    except TypeError:
+        raise BadEntity(name, "entity must be a mapping of join key to value") from None

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from gateway.errors import BadRequest, InvalidField, InvalidJSON, UnknownModel
-from gateway.request import InferRequest, InferResult, ModelShape, unit_id_of
+from gateway.errors import InvalidField, UnknownModel
+from gateway.request import InferRequest, InferResult, ModelShape, load_object, unit_id_of
 
 _NUMBER = (int, float)
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -28,12 +28,7 @@ class V1Codec:
         self.shapes = shapes
 
     def parse(self, body: bytes) -> InferRequest:
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidJSON(f"body is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise BadRequest("body must be a JSON object")
+        doc = load_object(body, "body")
         model = doc.get("model")
         if not isinstance(model, str) or not model:
             raise InvalidField("model", "required, a non-empty string")

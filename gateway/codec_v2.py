@@ -17,8 +17,8 @@ import numpy as np
 import orjson
 
 from gateway.backend import ModelSpec
-from gateway.errors import BadRequest, InvalidField, InvalidJSON, PayloadTooLarge, UnsupportedMediaType
-from gateway.request import InferRequest, InferResult, unit_id_of
+from gateway.errors import BadRequest, InvalidField, PayloadTooLarge, UnsupportedMediaType
+from gateway.request import InferRequest, InferResult, load_object, unit_id_of
 
 _FLOAT_KINDS = frozenset("fiu")
 
@@ -62,12 +62,7 @@ class V2Codec:
             head, binary = body[:header_length], memoryview(body)[header_length:]
         else:
             head, binary = body, memoryview(b"")
-        try:
-            doc = orjson.loads(head)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidJSON(f"inference header is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise BadRequest("body must be a JSON object")
+        doc = load_object(head, "inference header")
         params = doc.get("parameters") or {}
         if not isinstance(params, dict):
             raise InvalidField("parameters", "must be an object")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 
-from gateway.errors import InvalidField
+from gateway.errors import BadRequest, InvalidField, InvalidJSON
 
 
 @dataclass(frozen=True)
@@ -60,3 +61,14 @@ def unit_id_of(value: object, field: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     raise InvalidField(field, "must be a string or an integer")
+
+
+def load_object(raw: bytes, what: str) -> dict:
+    """Parse a JSON object (`what` names it in the error: "body", "inference header")."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("body must be a JSON object")
+    return doc
