@@ -35,6 +35,7 @@ class DecodedBatch:
     null_counts: list[int]        # per row: features null or absent, replaced by defaults
     missing: list[bool]           # per row: no stored row for the entity at all
     timestamps: list[bytes | None]  # per row: the raw _ts field (None when missing)
+    clean: bool = False           # every value stored: no nulls, no missing rows
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -145,10 +146,10 @@ class BatchDecoder:
         n = len(replies)
         timestamps = [r[width] for r in replies]
         if self.all_float32 and n:
-            flat = list(chain.from_iterable([r[:width] for r in replies]))
+            flat = replies[0][:width] if n == 1 else list(chain.from_iterable([r[:width] for r in replies]))
             values = _fast_float32(flat, n, width)
             if values is not None:  # the common case: every value stored
-                return DecodedBatch(values, [0] * n, [False] * n, timestamps)
+                return DecodedBatch(values, [0] * n, [False] * n, timestamps, True)
             flat = []
             null_counts = [0] * n
             missing = [False] * n

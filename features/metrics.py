@@ -32,8 +32,8 @@ class ReaderMetrics:
         # _count of these two is the number of round trips; batch_size's _sum is the rows read.
         read_s = Histogram("features_read_seconds", "Store round-trip time", names, buckets=_READ_BUCKETS, registry=registry)
         batch = Histogram("features_batch_size", "Entities per store read", names, buckets=_BATCH_BUCKETS, registry=registry)
-        age = Histogram("features_age_seconds", "Per read, age (now - event time) of its first stored row: "
-                        "a sample per read, to keep freshness off the per-row path", names,
+        age = Histogram("features_age_seconds", "Age (now - event time) of the first stored row of a read, "
+                        "sampled at most once per interval (default 0.1 s) to keep it off the per-request path", names,
                         buckets=_AGE_BUCKETS, registry=registry)
         self.missing_entities = missing.labels(**lv)
         self.null_values = nulls.labels(**lv)

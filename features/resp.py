@@ -2,9 +2,14 @@
 
 One connection carries every batch: requests are written as they come and replies are matched
 to them in order (Redis answers in order), parsed by hiredis in ``data_received`` with no
-stream or pool layers in between. Connect (with AUTH/SELECT/TLS from the URL) happens on first
-use and again after any failure; a caller's timeout or cancellation aborts the connection, so a
-stalled server costs each waiting batch one deadline and the next batch reconnects.
+stream or pool layers in between. ``send`` hands the replies to a callback, so a read costs no
+task, coroutine or intermediate future; ``request`` wraps it in a future for callers that await.
+
+Deadlines: connecting (with AUTH/SELECT/TLS from the URL) is bounded by ``timeout_s``, and so is
+every request, by one watchdog timer per connection that is armed for the oldest request in
+flight (not one timer per request). A request past its deadline aborts the connection: every
+request on it fails with ``RespTimeout`` and the next one reconnects, so a stalled server costs
+each batch in flight at most one deadline.
 """
 
 from __future__ import annotations
@@ -13,15 +18,23 @@ import asyncio
 import ssl
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 import hiredis
 
-__all__ = ["RedisTarget", "RespConnection", "RespClient", "RespError"]
+__all__ = ["RedisTarget", "RespConnection", "RespClient", "RespError", "RespTimeout", "OnReply"]
+
+# Called exactly once per request: (replies, None) or (None, the error). It must not raise.
+OnReply = Callable[[list | None, BaseException | None], None]
 
 
 class RespError(Exception):
     """Redis answered with an error reply, or the connection failed or closed."""
+
+
+class RespTimeout(RespError):
+    """No reply (or no connection) within the deadline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +68,39 @@ class RedisTarget:
         return out, len(cmds)
 
 
+def _deliver(on_reply: OnReply, replies: list | None, exc: BaseException | None) -> None:
+    try:
+        on_reply(replies, exc)
+    except Exception as err:  # a broken callback must not break the stream for the others
+        asyncio.get_running_loop().call_exception_handler(
+            {"message": "RESP reply callback raised", "exception": err})
+
+
+def _future_setter(fut: asyncio.Future) -> OnReply:
+    def on_reply(replies: list | None, exc: BaseException | None) -> None:
+        if fut.done():
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(replies)
+    return on_reply
+
+
 class RespConnection(asyncio.Protocol):
-    """One pipelined connection; ``request`` returns a future of ``n`` replies."""
+    """One pipelined connection; ``send`` calls back with ``n`` replies, ``request`` returns a future."""
 
-    __slots__ = ("_transport", "_reader", "_pending", "_lost")
+    __slots__ = ("_timeout", "_loop", "_transport", "_reader", "_pending", "_lost", "_watchdog")
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout = timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.Transport | None = None
         self._reader = hiredis.Reader()
-        self._pending: deque[tuple[asyncio.Future, int, list]] = deque()
+        # (callback, replies expected, replies so far, deadline on the loop's clock), oldest first
+        self._pending: deque[tuple[OnReply, int, list, float]] = deque()
         self._lost: BaseException | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def usable(self) -> bool:
@@ -72,16 +108,35 @@ class RespConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
+
+    def send(self, payload: bytes, n: int, on_reply: OnReply) -> None:
+        """Write ``payload`` (``n`` commands); ``on_reply`` gets their replies or the failure."""
+        transport, loop = self._transport, self._loop
+        if transport is None or loop is None or self._lost is not None:
+            _deliver(on_reply, None, RespError(f"connection closed: {self._lost!r}"))
+            return
+        deadline = loop.time() + self._timeout
+        self._pending.append((on_reply, n, [], deadline))
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(deadline, self._check_deadline)
+        transport.write(payload)
 
     def request(self, payload: bytes, n: int) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
-        transport = self._transport
-        if transport is None or self._lost is not None:
-            fut.set_exception(RespError(f"connection closed: {self._lost!r}"))
-            return fut
-        self._pending.append((fut, n, []))
-        transport.write(payload)
+        self.send(payload, n, _future_setter(fut))
         return fut
+
+    def _check_deadline(self) -> None:
+        """The watchdog: abort if the oldest request is past its deadline, else re-arm for it."""
+        self._watchdog = None
+        if not self._pending or self._lost is not None or self._loop is None:
+            return
+        deadline = self._pending[0][3]
+        if self._loop.time() >= deadline:
+            self.abort(RespTimeout(f"no reply from Redis within {self._timeout}s"))
+        else:
+            self._watchdog = self._loop.call_at(deadline, self._check_deadline)
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
@@ -91,21 +146,23 @@ class RespConnection(asyncio.Protocol):
             reply = reader.gets()
             if reply is False:
                 return
-            fut, n, acc = pending[0]
+            on_reply, n, acc, _ = pending[0]
             acc.append(reply)
             if len(acc) == n:
                 pending.popleft()
-                if not fut.done():
-                    fut.set_result(acc)
+                _deliver(on_reply, acc, None)
         if reader.gets() is not False:  # a reply nobody asked for: the stream is out of step
             self.abort(RespError("unexpected reply from Redis"))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = exc or RespError("connection closed by Redis")
+        lost = self._lost = self._lost or exc or RespError("connection closed by Redis")
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        err = lost if isinstance(lost, RespError) else RespError(f"connection lost: {lost!r}")
         while self._pending:
-            fut, _, _ = self._pending.popleft()
-            if not fut.done():
-                fut.set_exception(RespError(f"connection lost: {self._lost!r}"))
+            on_reply, _, _, _ = self._pending.popleft()
+            _deliver(on_reply, None, err)
 
     def abort(self, why: BaseException) -> None:
         if self._lost is None:
@@ -115,13 +172,16 @@ class RespConnection(asyncio.Protocol):
 
 
 class RespClient:
-    """Owns one RespConnection to ``target``, (re)connecting on demand."""
+    """Owns one RespConnection to ``target``, (re)connecting on demand.
 
-    __slots__ = ("_target", "_connect_timeout", "_conn", "_connecting")
+    ``timeout_s`` bounds the connect (with its handshake) and each request's wait for replies.
+    """
 
-    def __init__(self, target: RedisTarget, connect_timeout_s: float) -> None:
+    __slots__ = ("_target", "_timeout", "_conn", "_connecting")
+
+    def __init__(self, target: RedisTarget, timeout_s: float) -> None:
         self._target = target
-        self._connect_timeout = connect_timeout_s
+        self._timeout = timeout_s
         self._conn: RespConnection | None = None
         self._connecting: asyncio.Future | None = None
 
@@ -129,42 +189,56 @@ class RespClient:
         t = self._target
         ctx = ssl.create_default_context() if t.tls else None
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self._connect_timeout):
-            _, conn = await loop.create_connection(RespConnection, t.host, t.port, ssl=ctx)
-            hello, n = t.handshake()
-            if n:
-                for reply in await conn.request(hello, n):
-                    if isinstance(reply, hiredis.ReplyError):
-                        conn.abort(RespError(str(reply)))
-                        raise RespError(f"Redis refused the handshake: {reply}")
+        try:
+            async with asyncio.timeout(self._timeout):
+                _, conn = await loop.create_connection(lambda: RespConnection(self._timeout), t.host, t.port, ssl=ctx)
+                hello, n = t.handshake()
+                if n:
+                    for reply in await conn.request(hello, n):
+                        if isinstance(reply, hiredis.ReplyError):
+                            conn.abort(RespError(str(reply)))
+                            raise RespError(f"Redis refused the handshake: {reply}")
+        except TimeoutError:
+            raise RespTimeout(f"no connection to Redis within {self._timeout}s") from None
+        except OSError as exc:
+            raise RespError(f"cannot connect to Redis at {t.host}:{t.port}: {exc}") from exc
         return conn
 
-    async def _connection(self) -> RespConnection:
+    def send(self, payload: bytes, n: int, on_reply: OnReply) -> None:
+        """Write ``payload`` on the live connection, or once a (re)connect succeeds."""
         conn = self._conn
         if conn is not None and conn.usable:
-            return conn
-        if self._connecting is None:  # one connect at a time; concurrent batches share it
-            self._connecting = asyncio.ensure_future(self._connect())
-            self._connecting.add_done_callback(self._connected)
-        fresh: RespConnection = await asyncio.shield(self._connecting)
-        self._conn = fresh
-        return fresh
+            conn.send(payload, n, on_reply)
+            return
+        connecting = self._connecting
+        if connecting is None:  # one connect at a time; concurrent batches share it
+            connecting = self._connecting = asyncio.ensure_future(self._connect())
+            connecting.add_done_callback(self._connected)
+
+        def after_connect(fut: asyncio.Future) -> None:
+            if fut.cancelled():
+                _deliver(on_reply, None, RespError("connect cancelled"))
+            elif (exc := fut.exception()) is not None:
+                _deliver(on_reply, None, exc)
+            else:
+                fut.result().send(payload, n, on_reply)
+
+        connecting.add_done_callback(after_connect)
 
     def _connected(self, fut: asyncio.Future) -> None:
         self._connecting = None
         if not fut.cancelled() and fut.exception() is None:
-            self._conn = fut.result()  # also when the caller that started it gave up
+            self._conn = fut.result()
 
     async def request(self, payload: bytes, n: int) -> list:
         """Send ``payload`` holding ``n`` commands; return their ``n`` replies (errors as ReplyError)."""
-        conn = await self._connection()
-        try:
-            return await conn.request(payload, n)
-        except asyncio.CancelledError:  # the caller's deadline: do not trust this stream any more
-            conn.abort(RespError("request cancelled or timed out"))
-            raise
+        fut = asyncio.get_running_loop().create_future()
+        self.send(payload, n, _future_setter(fut))
+        return await fut
 
     async def aclose(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
         if self._conn is not None:
             self._conn.abort(RespError("client closed"))
             self._conn = None

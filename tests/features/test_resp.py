@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from redis_proc import RedisProcess
-from features.resp import RedisTarget, RespClient, RespError
+from features.resp import RedisTarget, RespClient, RespError, RespTimeout
 
 
 def cmd(*args: bytes) -> bytes:
@@ -74,3 +74,78 @@ async def test_auth_handshake():
         await bad.aclose()
     finally:
         proc.stop()
+
+
+async def test_watchdog_times_out_each_request_at_its_own_deadline():
+    proc = RedisProcess().start()
+    client = RespClient(RedisTarget.from_url(proc.url), 0.3)
+    loop = asyncio.get_running_loop()
+    try:
+        assert await client.request(cmd(b"PING"), 1) == [b"PONG"]  # arms the watchdog for this request
+        await asyncio.sleep(0.2)  # the watchdog is still armed for that (answered) request's deadline
+        proc.pause()
+        t0 = loop.time()
+        with pytest.raises(RespTimeout, match="within 0.3s"):
+            await client.request(cmd(b"PING"), 1)
+        waited = loop.time() - t0
+        assert 0.28 <= waited < 0.6, waited  # re-armed for this request, not fired at the old deadline
+        proc.resume()
+        assert await client.request(cmd(b"PING"), 1) == [b"PONG"]  # a fresh connection
+    finally:
+        proc.resume()
+        await client.aclose()
+        proc.stop()
+
+
+async def test_refused_connect_and_silent_server_are_told_apart():
+    import socket
+
+    with socket.socket() as listener:  # accepts nothing: connects hang in the backlog or time out
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        refused = RespClient(RedisTarget.from_url(f"redis://127.0.0.1:{port}/0"), 0.3)
+        with pytest.raises(RespError, match="cannot connect") as info:
+            await refused.request(cmd(b"PING"), 1)  # bound but not listening: refused at once
+        assert not isinstance(info.value, RespTimeout)
+        listener.listen(0)
+        hung = RespClient(RedisTarget.from_url(f"redis://127.0.0.1:{port}/0"), 0.3)
+        with pytest.raises(RespTimeout):
+            await hung.request(cmd(b"PING"), 1)  # connected, but nobody ever answers
+        await hung.aclose()
+
+
+async def test_cancelled_request_keeps_the_stream_in_step(own_redis):
+    sync = redis.Redis(port=own_redis.port)
+    sync.set(b"resp:c", b"c")
+    client = RespClient(RedisTarget.from_url(own_redis.url), 0.5)
+    try:
+        assert await client.request(cmd(b"PING"), 1) == [b"PONG"]
+        slow = asyncio.ensure_future(client.request(cmd(b"GET", b"resp:c"), 1))
+        await asyncio.sleep(0)
+        slow.cancel()
+        # the cancelled request's reply is still read off the stream and dropped, not handed on
+        assert await client.request(cmd(b"ECHO", b"mine"), 1) == [b"mine"]
+        assert await client.request(cmd(b"GET", b"resp:c"), 1) == [b"c"]
+    finally:
+        await client.aclose()
+        sync.delete(b"resp:c")
+        sync.close()
+
+
+async def test_a_raising_callback_does_not_break_the_connection(own_redis):
+    client = RespClient(RedisTarget.from_url(own_redis.url), 0.5)
+    loop = asyncio.get_running_loop()
+    seen: list[dict] = []
+    loop.set_exception_handler(lambda _loop, ctx: seen.append(ctx))
+    try:
+        await client.request(cmd(b"PING"), 1)
+
+        def broken(replies, exc):
+            raise ValueError("bug in a caller")
+
+        client.send(cmd(b"PING"), 1, broken)
+        assert await client.request(cmd(b"ECHO", b"after"), 1) == [b"after"]
+        assert len(seen) == 1 and isinstance(seen[0]["exception"], ValueError)
+    finally:
+        loop.set_exception_handler(None)
+        await client.aclose()
