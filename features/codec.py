@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, compress
+from operator import not_
 from typing import Sequence
 
 import numpy as np
@@ -150,17 +151,14 @@ class BatchDecoder:
             values = _fast_float32(flat, n, width)
             if values is not None:  # the common case: every value stored
                 return DecodedBatch(values, [0] * n, [False] * n, timestamps, True)
-            flat = []
+            # Nulls (b"") and absent fields (None) take their default's encoding: one pass finds them.
+            flat = list(flat)
             null_counts = [0] * n
-            missing = [False] * n
-            for i, r in enumerate(replies):
-                vals = r[:width]
-                if None in vals or b"" in vals:
-                    nulls = sum(1 for v in vals if not v)
-                    null_counts[i] = nulls
-                    missing[i] = nulls == width and r[width] is None
-                    vals = [v or c for v, c in zip(vals, self.cells)]
-                flat += vals
+            cells = self.cells
+            for i in compress(range(len(flat)), map(not_, flat)):
+                flat[i] = cells[i % width]
+                null_counts[i // width] += 1
+            missing = [c == width and t is None for c, t in zip(null_counts, timestamps)]
             values = _fast_float32(flat, n, width)
             if values is not None:
                 return DecodedBatch(values, null_counts, missing, timestamps)

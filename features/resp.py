@@ -120,7 +120,10 @@ class RespConnection(asyncio.Protocol):
         self._pending.append((on_reply, n, [], deadline))
         if self._watchdog is None:
             self._watchdog = loop.call_at(deadline, self._check_deadline)
-        transport.write(payload)
+        try:
+            transport.write(payload)
+        except Exception as exc:  # closing under us: fail this and everything pending with it
+            self.abort(RespError(f"write to Redis failed: {exc!r}"))
 
     def request(self, payload: bytes, n: int) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
