@@ -3,7 +3,7 @@
 Pure: counts in, verdict out. A chi-square goodness-of-fit test of per-variant exposure
 counts against the expected weights; flagged when p < alpha (default 0.001).
 
-Caveat (documented in README): counts are *assignments* (requests), not distinct units.
+Caveat (documented in router/README.md): counts are *assignments* (requests), not distinct units.
 If requests per unit vary a lot, request counts are overdispersed and the test can flag a
 fair split; the check is exact for one exposure per unit.
 """
