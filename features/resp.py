@@ -110,13 +110,21 @@ class RespConnection(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
         self._loop = asyncio.get_running_loop()
 
-    def send(self, payload: bytes, n: int, on_reply: OnReply) -> None:
-        """Write ``payload`` (``n`` commands); ``on_reply`` gets their replies or the failure."""
+    def send(self, payload: bytes, n: int, on_reply: OnReply, deadline: float | None = None) -> None:
+        """Write ``payload`` (``n`` commands); ``on_reply`` gets their replies or the failure.
+
+        ``deadline`` (the loop's clock) defaults to now + the timeout; a request that waited for
+        the connection passes the one it started with.
+        """
         transport, loop = self._transport, self._loop
         if transport is None or loop is None or self._lost is not None:
             _deliver(on_reply, None, RespError(f"connection closed: {self._lost!r}"))
             return
-        deadline = loop.time() + self._timeout
+        if deadline is None:
+            deadline = loop.time() + self._timeout
+        elif loop.time() >= deadline:
+            _deliver(on_reply, None, RespTimeout(f"no reply from Redis within {self._timeout}s (connecting)"))
+            return
         self._pending.append((on_reply, n, [], deadline))
         if self._watchdog is None:
             self._watchdog = loop.call_at(deadline, self._check_deadline)
@@ -177,7 +185,8 @@ class RespConnection(asyncio.Protocol):
 class RespClient:
     """Owns one RespConnection to ``target``, (re)connecting on demand.
 
-    ``timeout_s`` bounds the connect (with its handshake) and each request's wait for replies.
+    ``timeout_s`` bounds each request from the moment it is sent, a (re)connect it waits for
+    included, and the connect itself (with its handshake).
     """
 
     __slots__ = ("_target", "_timeout", "_conn", "_connecting")
@@ -217,6 +226,7 @@ class RespClient:
         if connecting is None:  # one connect at a time; concurrent batches share it
             connecting = self._connecting = asyncio.ensure_future(self._connect())
             connecting.add_done_callback(self._connected)
+        deadline = asyncio.get_running_loop().time() + self._timeout  # the connect counts against it
 
         def after_connect(fut: asyncio.Future) -> None:
             if fut.cancelled():
@@ -224,7 +234,7 @@ class RespClient:
             elif (exc := fut.exception()) is not None:
                 _deliver(on_reply, None, exc)
             else:
-                fut.result().send(payload, n, on_reply)
+                fut.result().send(payload, n, on_reply, deadline)
 
         connecting.add_done_callback(after_connect)
 

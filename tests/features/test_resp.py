@@ -149,3 +149,22 @@ async def test_a_raising_callback_does_not_break_the_connection(own_redis):
     finally:
         loop.set_exception_handler(None)
         await client.aclose()
+
+
+async def test_a_request_waiting_for_a_slow_connect_keeps_its_own_deadline(own_redis):
+    from faults.proxy import FaultProxy
+
+    with FaultProxy(("127.0.0.1", own_redis.port)) as proxy:
+        proxy.latency(0.2)  # each way: SELECT answers after ~0.4 s, then PING would take ~0.4 s more
+        client = RespClient(RedisTarget.from_url(proxy.url(path="/1")), 0.6)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        try:
+            with pytest.raises(RespTimeout):
+                await client.request(cmd(b"PING"), 1)
+            waited = loop.time() - t0
+            assert waited < 0.95, waited  # one deadline (0.6 s) from the request, not the connect's plus its own
+            proxy.pass_through()
+            assert await client.request(cmd(b"PING"), 1) == [b"PONG"]
+        finally:
+            await client.aclose()
