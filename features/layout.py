@@ -33,30 +33,26 @@ def feature_field(view: str, feature: str) -> bytes:
     return struct.pack("<I", mmh3.hash(f"{view}:{feature}", 0, signed=False))
 
 
+def _int_packer(name: str, head: struct.Struct, value_type: int, size: int, lo: int, hi: int,
+                label: str) -> Callable[[object], bytes]:
+    pack = head.pack
+
+    def pack_int(v: object) -> bytes:
+        if type(v) is not int:
+            raise BadEntity(name, f"expected an integer, got {type(v).__name__}")
+        if not lo <= v <= hi:
+            raise BadEntity(name, f"out of the {label} range")
+        return pack(value_type, size, v)
+
+    return pack_int
+
+
 def value_packer(key: JoinKey) -> Callable[[object], bytes]:
     name = key.name
     if key.value_type == _INT64:
-        pack = _INT64_HEAD.pack
-
-        def pack_int64(v: object) -> bytes:
-            if type(v) is not int:
-                raise BadEntity(name, f"expected an integer, got {type(v).__name__}")
-            if not _INT64_MIN <= v <= _INT64_MAX:
-                raise BadEntity(name, "out of the INT64 range")
-            return pack(_INT64, 8, v)
-
-        return pack_int64
+        return _int_packer(name, _INT64_HEAD, _INT64, 8, _INT64_MIN, _INT64_MAX, "INT64")
     if key.value_type == _INT32:
-        pack32 = _INT32_HEAD.pack
-
-        def pack_int32(v: object) -> bytes:
-            if type(v) is not int:
-                raise BadEntity(name, f"expected an integer, got {type(v).__name__}")
-            if not _INT32_MIN <= v <= _INT32_MAX:
-                raise BadEntity(name, "out of the INT32 range")
-            return pack32(_INT32, 4, v)
-
-        return pack_int32
+        return _int_packer(name, _INT32_HEAD, _INT32, 4, _INT32_MIN, _INT32_MAX, "INT32")
     if key.value_type == _STRING:
         head = _U32X2.pack
 
