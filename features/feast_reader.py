@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
-from features.circuit import Circuit
+from features.base import ReaderBase
 from features.coalesce import Coalescer
-from features.errors import FeatureUnavailable, UnsupportedLayout
+from features.errors import UnsupportedLayout
 from features.layout import join_key_value, value_packer
 from features.metrics import ReaderMetrics
 from features.policy import FailurePolicy
@@ -40,33 +40,21 @@ def _checker(key: JoinKey) -> Callable[[object], object]:
         return lambda v: None
 
 
-class FeastApiReader:
+class FeastApiReader(ReaderBase):
     """Reads one feature view through Feast's online API; same interface as the Redis reader.
 
     A row whose features are all None is reported as ``missing_entity`` (Feast does not tell an
     absent entity from one whose every value is null through this API).
     """
 
-    __slots__ = (
-        "width", "names", "entity_keys", "reads", "_spec", "_store", "_policy", "_defaults",
-        "_refs", "_checks", "_metrics", "_circuit", "_coalescer", "_clock", "_async", "_executor",
-    )
+    __slots__ = ("_store", "_refs", "_checks", "_coalescer", "_async", "_executor")
 
     def __init__(self, spec: ViewSpec, store: Any, policy: FailurePolicy, metrics: ReaderMetrics,
                  *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._spec = spec
+        super().__init__(spec, policy, metrics, clock)
         self._store = store
-        self.names: tuple[str, ...] = spec.names
-        self.width = len(self.names)
-        self.entity_keys: tuple[str, ...] = tuple(k.name for k in spec.join_keys)
-        self.reads = 0
-        self._policy = policy
-        self._defaults = policy.default_vector(self.names)
         self._refs = [f"{spec.view}:{n}" for n in self.names]
         self._checks = tuple((k.name, _checker(k)) for k in spec.join_keys)
-        self._metrics = metrics
-        self._clock = clock
-        self._circuit = Circuit(policy.trip_after, policy.backoff_s, policy.max_backoff_s, clock)
         self._coalescer: Coalescer[dict, FeatureRow] = Coalescer(self._read_rows, policy.max_batch)
         self._async = _supports_async_read(store)
         self._executor = None if self._async else ThreadPoolExecutor(1, thread_name_prefix="feast-read")
@@ -137,12 +125,6 @@ class FeastApiReader:
                 self._metrics.null_values.inc(nulls)
             out.append(FeatureRow(vals, missing, nulls, False))
         return out
-
-    def _unavailable(self, n: int, why: str, cause: BaseException | None = None) -> list[FeatureRow]:
-        if self._policy.on_unavailable == "raise":
-            raise FeatureUnavailable(f"feature view {self._spec.view!r}: {why}") from cause
-        self._metrics.defaulted_rows.inc(n)
-        return [FeatureRow(self._defaults.copy(), False, self.width, True) for _ in range(n)]
 
     async def close(self) -> None:
         await self._coalescer.close()

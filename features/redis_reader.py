@@ -13,7 +13,7 @@ import time
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
-from features.circuit import Circuit
+from features.base import ReaderBase
 from features.codec import BatchDecoder, decode_timestamp
 from features.errors import DecodeError, FeatureUnavailable
 from features.layout import RedisLayout
@@ -51,7 +51,7 @@ def _settle_all(fut: asyncio.Future, rows: list[FeatureRow] | None, exc: BaseExc
         fut.set_exception(exc)
 
 
-class RedisFeatureReader:
+class RedisFeatureReader(ReaderBase):
     """Reads one feature view from Redis, coalescing concurrent ``get`` calls into one round trip.
 
     ``reads`` counts the Redis round trips that were answered. Failures follow the policy (see
@@ -60,11 +60,8 @@ class RedisFeatureReader:
     connection's watchdog), so every ``get`` ends.
     """
 
-    __slots__ = (
-        "width", "names", "entity_keys", "reads", "_spec", "_layout", "_conns", "_policy",
-        "_defaults", "_metrics", "_circuit", "_queue", "_closed", "_wall", "_clock", "_decoder",
-        "_age_every_s", "_next_age_sample",
-    )
+    __slots__ = ("_layout", "_conns", "_queue", "_closed", "_wall", "_decoder", "_age_every_s",
+                 "_next_age_sample")
 
     def __init__(
         self,
@@ -78,19 +75,10 @@ class RedisFeatureReader:
         age_every_s: float = 0.1,
     ) -> None:
         self._layout = RedisLayout.from_spec(spec)  # refuses unsupported layouts
-        self._spec = spec
-        self.names: tuple[str, ...] = spec.names
-        self.width = len(self.names)
-        self.entity_keys: tuple[str, ...] = tuple(k.name for k in spec.join_keys)
-        self.reads = 0
+        super().__init__(spec, policy, metrics, clock)
         self._conns = conns
-        self._policy = policy
-        self._defaults = policy.default_vector(self.names)
         self._decoder = BatchDecoder(self.width, self._defaults, spec.all_float32)
-        self._metrics = metrics
-        self._clock = clock
         self._wall = wall  # wall clock: only to compare with stored event timestamps
-        self._circuit = Circuit(policy.trip_after, policy.backoff_s, policy.max_backoff_s, clock)
         self._age_every_s = age_every_s  # freshness sampling interval (0: every read)
         self._next_age_sample = 0.0
         self._queue: list[tuple[bytes, asyncio.Future]] = []  # gets of this loop turn, flushed next turn
@@ -198,14 +186,12 @@ class RedisFeatureReader:
         return out
 
     def _fail(self, n: int, deliver: Deliver, why: str, cause: BaseException | None) -> None:
-        if self._policy.on_unavailable == "raise":
-            err = FeatureUnavailable(f"feature view {self._spec.view!r}: {why}")
-            err.__cause__ = cause
+        try:
+            rows = self._unavailable(n, why, cause)
+        except FeatureUnavailable as err:
             deliver(None, err)
             return
-        self._metrics.defaulted_rows.inc(n)
-        d = self._defaults
-        deliver([FeatureRow(d.copy(), False, self.width, True) for _ in range(n)], None)
+        deliver(rows, None)
 
     async def close(self) -> None:
         """Stop accepting gets, cancel queued ones; reads in flight fail with the connection."""
