@@ -36,7 +36,11 @@ class DecodedBatch:
     null_counts: list[int]        # per row: features null or absent, replaced by defaults
     missing: list[bool]           # per row: no stored row for the entity at all
     timestamps: list[bytes | None]  # per row: the raw _ts field (None when missing)
-    clean: bool = False           # every value stored: no nulls, no missing rows
+
+    @property
+    def clean(self) -> bool:
+        """Every value stored: no nulls, hence no missing rows."""
+        return not any(self.null_counts)
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -150,7 +154,7 @@ class BatchDecoder:
             flat = replies[0][:width] if n == 1 else list(chain.from_iterable([r[:width] for r in replies]))
             values = _fast_float32(flat, n, width)
             if values is not None:  # the common case: every value stored
-                return DecodedBatch(values, [0] * n, [False] * n, timestamps, True)
+                return DecodedBatch(values, [0] * n, [False] * n, timestamps)
             # Nulls (b"") and absent fields (None) take their default's encoding: one pass finds them.
             flat = list(flat)
             null_counts = [0] * n
