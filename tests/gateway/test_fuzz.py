@@ -68,12 +68,17 @@ CASES: Counter[str] = Counter()
 STATUSES: Counter[str] = Counter()
 
 
+def _gateway(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory, tag: str) -> GatewayProcess:
+    """A features-off gateway with its own Redis key prefix and the fuzz admin token."""
+    log = tmp_path_factory.mktemp(f"gw-{tag}") / "gateway.log"
+    env = {"INFERGATE_REDIS_KEY_PREFIX": f"{tag}-{uuid.uuid4().hex[:8]}:",
+           "INFERGATE_ADMIN_TOKENS": f"fuzz:{TOKEN}"}
+    return GatewayProcess(triton.grpc_url, args=["--features", "off"], env=env, log_path=Path(log))
+
+
 @pytest.fixture(scope="module")
 def fuzz_gateway(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    log = tmp_path_factory.mktemp("gw-fuzz") / "gateway.log"
-    env = {"INFERGATE_REDIS_KEY_PREFIX": f"fuzz-{uuid.uuid4().hex[:8]}:",
-           "INFERGATE_ADMIN_TOKENS": f"fuzz:{TOKEN}"}
-    with GatewayProcess(triton.grpc_url, args=["--features", "off"], env=env, log_path=Path(log)) as gw:
+    with _gateway(triton, tmp_path_factory, "fuzz") as gw:
         yield gw
         assert gw.process is not None and gw.process.poll() is None, "the gateway died while fuzzed"
     print(f"\n[fuzz] {sum(CASES.values())} cases: {dict(CASES)}; statuses {dict(sorted(STATUSES.items()))}")
@@ -103,10 +108,7 @@ def test_gateway_conforms_to_its_openapi_document(case, fuzz_gateway: GatewayPro
 @pytest.fixture
 def fresh_gateway(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """A gateway of the test's own (these tests leave experiments behind)."""
-    log = tmp_path_factory.mktemp("gw-fuzz-bug") / "gateway.log"
-    env = {"INFERGATE_REDIS_KEY_PREFIX": f"fuzzbug-{uuid.uuid4().hex[:8]}:",
-           "INFERGATE_ADMIN_TOKENS": f"fuzz:{TOKEN}"}
-    with GatewayProcess(triton.grpc_url, args=["--features", "off"], env=env, log_path=Path(log)) as gw:
+    with _gateway(triton, tmp_path_factory, "fuzzbug") as gw:
         yield gw
 
 
