@@ -9,7 +9,10 @@ Deadlines: connecting (with AUTH/SELECT/TLS from the URL) is bounded by ``timeou
 every request, by one watchdog timer per connection that is armed for the oldest request in
 flight (not one timer per request). A request past its deadline aborts the connection: every
 request on it fails with ``RespTimeout`` and the next one reconnects, so a stalled server costs
-each batch in flight at most one deadline.
+each batch in flight at most one deadline. Before it aborts, the watchdog lets the loop poll for
+I/O once more (``_GRACE_S``): under uvloop, timers run before I/O in each loop iteration, so after
+a stall (a slow callback, the process descheduled) a reply that arrived in time would otherwise
+be thrown away with the connection.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ __all__ = ["RedisTarget", "RespConnection", "RespClient", "RespError", "RespTime
 
 # Called exactly once per request: (replies, None) or (None, the error). It must not raise.
 OnReply = Callable[[list | None, BaseException | None], None]
+
+# How long an overdue request waits for one more I/O poll before its connection is aborted: long
+# enough that the re-armed watchdog cannot run in the same timer phase (libuv runs timers that
+# come due while it runs them), short next to any deadline.
+_GRACE_S = 0.001
 
 
 class RespError(Exception):
@@ -90,7 +98,7 @@ def _future_setter(fut: asyncio.Future) -> OnReply:
 class RespConnection(asyncio.Protocol):
     """One pipelined connection; ``send`` calls back with ``n`` replies, ``request`` returns a future."""
 
-    __slots__ = ("_timeout", "_loop", "_transport", "_reader", "_pending", "_lost", "_watchdog")
+    __slots__ = ("_timeout", "_loop", "_transport", "_reader", "_pending", "_lost", "_watchdog", "_overdue")
 
     def __init__(self, timeout_s: float) -> None:
         self._timeout = timeout_s
@@ -101,6 +109,7 @@ class RespConnection(asyncio.Protocol):
         self._pending: deque[tuple[OnReply, int, list, float]] = deque()
         self._lost: BaseException | None = None
         self._watchdog: asyncio.TimerHandle | None = None
+        self._overdue: tuple | None = None  # the pending entry given its one extra poll
 
     @property
     def usable(self) -> bool:
@@ -143,11 +152,14 @@ class RespConnection(asyncio.Protocol):
         self._watchdog = None
         if not self._pending or self._lost is not None or self._loop is None:
             return
-        deadline = self._pending[0][3]
-        if self._loop.time() >= deadline:
-            self.abort(RespTimeout(f"no reply from Redis within {self._timeout}s"))
+        oldest = self._pending[0]
+        if self._loop.time() < oldest[3]:
+            self._watchdog = self._loop.call_at(oldest[3], self._check_deadline)
+        elif oldest is not self._overdue:  # its reply may be in the socket buffer, unread: poll once more
+            self._overdue = oldest
+            self._watchdog = self._loop.call_later(_GRACE_S, self._check_deadline)
         else:
-            self._watchdog = self._loop.call_at(deadline, self._check_deadline)
+            self.abort(RespTimeout(f"no reply from Redis within {self._timeout}s"))
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader

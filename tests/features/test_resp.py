@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 
 import hiredis
 import pytest
 import redis
+import uvloop
 
 from redis_proc import RedisProcess
 from features.resp import RedisTarget, RespClient, RespError, RespTimeout
@@ -98,7 +101,6 @@ async def test_watchdog_times_out_each_request_at_its_own_deadline():
 
 
 async def test_refused_connect_and_silent_server_are_told_apart():
-    import socket
 
     with socket.socket() as listener:  # accepts nothing: connects hang in the backlog or time out
         listener.bind(("127.0.0.1", 0))
@@ -168,3 +170,35 @@ async def test_a_request_waiting_for_a_slow_connect_keeps_its_own_deadline(own_r
             assert await client.request(cmd(b"PING"), 1) == [b"PONG"]
         finally:
             await client.aclose()
+
+
+@pytest.mark.parametrize("new_loop", [uvloop.new_event_loop, asyncio.new_event_loop], ids=["uvloop", "asyncio"])
+def test_a_reply_that_arrived_during_a_stall_is_not_timed_out(own_redis, new_loop):
+    """uvloop runs due timers before it polls for I/O: after a stall in an I/O callback the
+    watchdog comes due while the reply already sits in the socket buffer, unread."""
+
+    async def scenario() -> tuple[list | None, BaseException | None]:
+        loop = asyncio.get_running_loop()
+        client = RespClient(RedisTarget.from_url(own_redis.url), 0.05)
+        outcome: asyncio.Future = loop.create_future()
+
+        class Stall(asyncio.Protocol):  # some other connection's callback hogs the loop
+            def data_received(self, data: bytes) -> None:
+                client.send(cmd(b"PING"), 1, lambda replies, exc: outcome.set_result((replies, exc)))
+                time.sleep(0.15)  # three deadlines; Redis answers meanwhile
+
+        near, far = socket.socketpair()
+        try:
+            assert await client.request(cmd(b"PING"), 1) == [b"PONG"]
+            transport, _ = await loop.create_connection(Stall, sock=near)
+            far.send(b"go")
+            result = await asyncio.wait_for(outcome, 2)
+            transport.close()
+            return result
+        finally:
+            far.close()
+            await client.aclose()
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        replies, exc = runner.run(scenario())
+    assert exc is None and replies == [b"PONG"], exc
