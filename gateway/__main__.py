@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
-import socket
+import os
+import sys
 
-import uvicorn
-import uvloop
+# Before prometheus-client is imported: a PROMETHEUS_MULTIPROC_DIR inherited from the parent
+# (Feast sets it in os.environ when imported) would put every metric of this process in mmap'd
+# files, slower on the request path and summed by nobody. Only the --workers supervisor turns
+# multiprocess mode on, for its workers (gateway.server).
+if not os.environ.get("INFERGATE_METRICS_DIR"):
+    for _var in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+        os.environ.pop(_var, None)
 
-from gateway.app import Gateway
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig  # noqa: E402
+from gateway.server import run_workers, serve  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,49 +58,6 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         default_timeout_ms=args.default_timeout_ms)
 
 
-def serve(config: GatewayConfig, log_level: str = "warning", sock: socket.socket | None = None) -> None:
-    """Run the gateway until SIGINT/SIGTERM: uvicorn stops accepting, in-flight requests are
-    answered, then the lifespan drains every batcher and closes the connections."""
-    gw = Gateway(config)
-    common = dict(loop="uvloop", http="httptools", access_log=False, log_level=log_level,
-                  server_header=False, proxy_headers=False, timeout_graceful_shutdown=config.shutdown_timeout_s)
-    server = uvicorn.Server(uvicorn.Config(gw, host=config.host, port=config.port, lifespan="on",
-                                           backlog=4096, **common))
-    if gw.admin_app is None:
-        server.run(sockets=[sock] if sock is not None else None)
-        return
-    admin = uvicorn.Server(uvicorn.Config(gw.admin_app, host=config.host, port=config.admin_port,
-                                          lifespan="off", **common))
-    # Only the main server takes SIGINT/SIGTERM; the admin listener ends with the process.
-    admin.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-
-    async def both() -> None:
-        # The admin listener first, so that "main port ready" implies "admin port listening";
-        # until the components are up it answers 503 (see routes.admin_routes).
-        admin_task = asyncio.ensure_future(admin.serve())
-        while not admin.started and not admin_task.done():
-            await asyncio.sleep(0.02)
-        try:
-            await server.serve(sockets=[sock] if sock is not None else None)
-        finally:
-            admin.should_exit = True
-            await admin_task
-
-    uvloop.run(both())
-
-
-def reuseport_socket(host: str, port: int) -> socket.socket:
-    """A listening socket with SO_REUSEPORT: the kernel spreads connections across workers
-    (uvicorn's --workers shares one socket and one worker took every connection here)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.bind((host, port))
-    s.listen(4096)
-    s.set_inheritable(True)
-    return s
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -104,26 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers <= 1:
         serve(config, args.log_level)
         return
-    import multiprocessing as mp
-    procs = []
-    for _ in range(args.workers):
-        proc = mp.get_context("spawn").Process(
-            target=_worker, args=(config, args.log_level), daemon=False)
-        proc.start()
-        procs.append(proc)
-    try:
-        for proc in procs:
-            proc.join()
-    except KeyboardInterrupt:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.join()
-
-
-def _worker(config: GatewayConfig, log_level: str) -> None:
-    logging.basicConfig(level=log_level.upper())
-    serve(config, log_level, reuseport_socket(config.host, config.port))
+    sys.exit(run_workers(config, args.workers, args.log_level))
 
 
 if __name__ == "__main__":

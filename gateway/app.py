@@ -43,8 +43,8 @@ class Gateway:
         self._max_timeout = config.max_timeout_ms / 1e3
         self._limit = config.max_body_bytes
         self._tokens = [t.encode() for t in config.admin_tokens.values()]
-        # Read at scrape time: nothing on the request path.
-        self.components.metrics.in_flight.set_function(lambda: self._in_flight)
+        # Read at scrape time (sampled each second with --workers): nothing on the request path.
+        self.components.metrics.track(self.components.metrics.in_flight, lambda: self._in_flight)
         self.app = Starlette(routes=make_routes(self), lifespan=self._lifespan,
                              exception_handlers=exception_handlers())
         # With `admin_port` set, the admin API lives only on its own listener (no lifespan:

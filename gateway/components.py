@@ -23,7 +23,7 @@ from gateway.batcher import BatchInfo, MicroBatcher
 from gateway.codec_v1 import V1Codec
 from gateway.codec_v2 import V2Codec
 from gateway.config import GatewayConfig
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayMetrics, multiprocess
 from gateway.pipeline import Pipeline
 from gateway.pool import ReplicaPool
 from gateway.request import ModelShape
@@ -51,6 +51,7 @@ class Components:
         self.v1 = V1Codec(self.shapes)
         self.v2: dict[str, V2Codec] = {}
         self.pipeline: Pipeline | None = None
+        self._sampler: asyncio.Future | None = None  # --workers N: gauges sampled into shared files
         self.ready = False
 
     def __repr__(self) -> str:
@@ -91,6 +92,8 @@ class Components:
         await self.sync_targets(self.routes.router)
         self.routes.on_change(self.sync_targets)
         self.pipeline = Pipeline(self.routes, self.features, self.batchers, self.metrics, self.errors)
+        if multiprocess():
+            self._sampler = asyncio.ensure_future(self.metrics.sample_forever())
         self.ready = True
         log.info("gateway ready: %r", self)
 
@@ -191,13 +194,15 @@ class Components:
             else cfg.max_in_flight_requests,
             max_delay_s=cfg.batch_delay_us / 1e6, max_requests=(1 << 30) if cfg.batching else 1,
             on_batch=on_batch)
-        # Read at scrape time: nothing on the request path.
-        self.metrics.queued_rows.labels(label).set_function(lambda: batcher.queued_rows)
+        # Read at scrape time (sampled each second with --workers): nothing on the request path.
+        self.metrics.track(self.metrics.queued_rows.labels(label), lambda: batcher.queued_rows)
         return batcher
 
     async def stop(self) -> None:
         """Answer what is queued or in flight, then close every connection."""
         self.ready = False
+        if self._sampler is not None:
+            self._sampler.cancel()
         timeout = self.config.shutdown_timeout_s
         await asyncio.gather(*(b.drain(timeout) for b in self.batchers.values()))
         if self.pipeline is not None:

@@ -1,8 +1,22 @@
-"""Per-variant Prometheus metrics with label children bound once, not per request."""
+"""Per-variant Prometheus metrics with label children bound once, not per request.
+
+With ``--workers N`` the metrics are kept in prometheus-client's multiprocess mode: the
+supervisor gives its workers a directory (``INFERGATE_METRICS_DIR``, and
+``PROMETHEUS_MULTIPROC_DIR`` for prometheus-client), every worker writes its values to files
+there and a scrape, whichever worker answers it, sums them. Our own variable decides, not
+``PROMETHEUS_MULTIPROC_DIR``: Feast sets that one in ``os.environ`` when it is imported. Gauges say how
+they combine across workers (``multiprocess_mode``); gauges read from a function at scrape time
+in one process are sampled into their files every ``SAMPLE_EVERY_S`` instead.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import asyncio
+import os
+from typing import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway import errors as E
 
@@ -15,6 +29,26 @@ ERROR_CODES = tuple(sorted({c.code for c in (
     E.UnknownModel, E.MethodNotAllowed, E.PayloadTooLarge, E.UnsupportedMediaType,
     E.Overloaded, E.Unavailable, E.ModelUnavailable, E.FeaturesUnavailable,
     E.DeadlineExceeded, E.ShuttingDown)}))
+
+
+METRICS_DIR_ENV = "INFERGATE_METRICS_DIR"
+PROMETHEUS_DIR_ENVS = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+SAMPLE_EVERY_S = 1.0
+__all__ = ["GatewayMetrics", "VariantMetrics", "CONTENT_TYPE_LATEST", "exposition", "multiprocess"]
+
+
+def multiprocess() -> bool:
+    """True in a worker of ``--workers N``: metric values live in the shared directory."""
+    return bool(os.environ.get(METRICS_DIR_ENV))
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text a scrape gets: this process's registry, or every worker's values summed."""
+    if not multiprocess():
+        return generate_latest(registry)
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged, path=os.environ[METRICS_DIR_ENV])
+    return generate_latest(merged)
 
 
 class VariantMetrics:
@@ -50,9 +84,9 @@ class GatewayMetrics:
         self.batch_requests = Histogram("infergate_batch_requests", "Requests per Triton call",
                                         ["target"], buckets=BATCH_BUCKETS, registry=registry)
         self.queued_rows = Gauge("infergate_queued_rows", "Rows waiting in a micro-batcher",
-                                 ["target"], registry=registry)
+                                 ["target"], registry=registry, multiprocess_mode="livesum")
         self.in_flight = Gauge("infergate_in_flight_requests", "Requests inside the gateway",
-                               registry=registry)
+                               registry=registry, multiprocess_mode="livesum")
         self.rejected = Counter("infergate_rejected_total",
                                 "Requests refused before routing (bad input, overload), by reason",
                                 ["reason"], registry=registry)
@@ -60,6 +94,7 @@ class GatewayMetrics:
                                       "Shadow calls not made or failed (the primary is unaffected)",
                                       registry=registry)
         self._variants: dict[tuple[str, str], VariantMetrics] = {}
+        self._sampled: list[tuple[Gauge, Callable[[], float]]] = []
         self.rejected_by_code = {code: self.rejected.labels(code) for code in ERROR_CODES}
 
     def variant(self, model: str, variant: str) -> VariantMetrics:
@@ -69,3 +104,21 @@ class GatewayMetrics:
         if vm is None:
             vm = self._variants[key] = VariantMetrics(self, model, variant)
         return vm
+
+    def track(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        """Report ``read()`` as the gauge's value: read at scrape time in one process; with
+        several workers, sampled every ``SAMPLE_EVERY_S`` by ``sample_forever``."""
+        if multiprocess():
+            self._sampled.append((gauge, read))
+        else:
+            gauge.set_function(read)
+
+    def sample(self) -> None:
+        for gauge, read in self._sampled:
+            gauge.set(read())
+
+    async def sample_forever(self) -> None:
+        """Only with several workers; cancelled at shutdown."""
+        while True:
+            self.sample()
+            await asyncio.sleep(SAMPLE_EVERY_S)

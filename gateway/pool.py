@@ -51,7 +51,7 @@ class ReplicaPool:
                  health_interval_s: float = 0.5, health_timeout_s: float = 0.3,
                  hedge_factor: float = 8.0, min_try_s: float = 0.05) -> None:
         up = Gauge("infergate_triton_replica_up", "1 when a Triton replica is taking traffic",
-                   ["replica"], registry=registry)
+                   ["replica"], registry=registry, multiprocess_mode="livemin")
         self._retries = Counter("infergate_triton_retries_total", "Calls retried on another replica",
                                 registry=registry)
         self._ejections = Counter("infergate_triton_ejections_total", "Replicas ejected after failures",

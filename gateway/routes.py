@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import errors as E
+from gateway.metrics import CONTENT_TYPE_LATEST, exposition
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -72,7 +72,7 @@ def make_routes(gw: "Gateway") -> list[BaseRoute]:
         return _json(openapi_document())
 
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(c.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(c.registry), media_type=CONTENT_TYPE_LATEST)
 
     routes: list[BaseRoute] = [
         Route("/v2/health/live", live, methods=["GET"]),

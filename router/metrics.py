@@ -29,19 +29,19 @@ class RouterMetrics:
         )
         self.srm_p_value = Gauge(
             "router_srm_p_value", "Chi-square p-value of exposures vs configured weights",
-            ["experiment"], registry=registry,
+            ["experiment"], registry=registry, multiprocess_mode="livemostrecent",
         )
         self.srm_flagged = Gauge(
             "router_srm_flagged", "1 when the sample-ratio-mismatch check fails (p < alpha)",
-            ["experiment"], registry=registry,
+            ["experiment"], registry=registry, multiprocess_mode="livemostrecent",
         )
         self.exposures = Gauge(
             "router_exposures", "Exposures of the current allocation, aggregated over replicas",
-            ["experiment", "variant"], registry=registry,
+            ["experiment", "variant"], registry=registry, multiprocess_mode="livemostrecent",
         )
         self.config_version = Gauge(
             "router_config_version", "Stored version of the live experiment config",
-            ["experiment"], registry=registry,
+            ["experiment"], registry=registry, multiprocess_mode="livemostrecent",
         )
         self._shadow_children: dict[tuple[str, str], tuple[Histogram, Histogram]] = {}
 
