@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import checks, promtext, procstat, report, stats
-from bench.targets import (ALL_TARGETS, TRITON_PATH, FeatureSetup, TargetSpec, TargetStartError,
+from bench.targets import (ALL_TARGETS, EXTRA_TARGETS, TRITON_PATH, FeatureSetup, TargetSpec, TargetStartError,
                            experiment_weights, prepare_features, probe, start_gateway, target_specs)
 from bench.wrk import run_wrk, wrk_binary, wrk_command
 from runtime.stack import GatewayProcess
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     p.add_argument("--duration", type=float, help="seconds per run (default 10, quick 5)")
     p.add_argument("--warmup", type=float, help="seconds of warm-up per cell (default 3, quick 2)")
     p.add_argument("--runs", type=int, default=3, help="runs per cell; the cell is their median")
-    p.add_argument("--targets", help=f"comma-separated subset of {','.join(ALL_TARGETS)}")
+    p.add_argument("--targets", help=f"comma-separated subset of {','.join(ALL_TARGETS + EXTRA_TARGETS)}")
     p.add_argument("--connections", help="comma-separated wrk -c values (default 1,16,64,256)")
     p.add_argument("--threads", type=int, default=1, help="wrk -t (capped at the connections)")
     p.add_argument("--wrk-cpus", help="pin wrk with taskset -c CPUS (e.g. 1); default unpinned")

@@ -23,6 +23,7 @@ from runtime.triton import ROOT, TritonStartError
 
 TRITON_PATH = "/v2/models/clf/versions/1/infer"
 ALL_TARGETS = ("triton_direct", "gateway_full", "gateway_nobatch", "gateway_nofeatures")
+EXTRA_TARGETS = ("gateway_workers2",)  # only when named in --targets
 FEATURE_PROJECT = "infergate_bench"
 
 
@@ -68,6 +69,8 @@ def target_specs(names: list[str], features: FeatureSetup, extra_args: tuple[str
         "gateway_nobatch": TargetSpec("gateway_nobatch", full.mode,
                                       (*full.gateway_args, "--no-batching"), full.features, fallback),
         "gateway_nofeatures": TargetSpec("gateway_nofeatures", "v1", ("--features", "off", *extra_args)),
+        "gateway_workers2": TargetSpec("gateway_workers2", full.mode, (*full.gateway_args, "--workers", "2"),
+                                       full.features, fallback),
     }
     unknown = [n for n in names if n not in table]
     if unknown:
