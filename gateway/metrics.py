@@ -4,9 +4,9 @@ With ``--workers N`` the metrics are kept in prometheus-client's multiprocess mo
 supervisor gives its workers a directory (``INFERGATE_METRICS_DIR``, and
 ``PROMETHEUS_MULTIPROC_DIR`` for prometheus-client), every worker writes its values to files
 there and a scrape, whichever worker answers it, sums them. Our own variable decides, not
-``PROMETHEUS_MULTIPROC_DIR``: Feast sets that one in ``os.environ`` when it is imported. Gauges say how
-they combine across workers (``multiprocess_mode``); gauges read from a function at scrape time
-in one process are sampled into their files every ``SAMPLE_EVERY_S`` instead.
+prometheus-client's: Feast sets that one in ``os.environ`` when it is imported. Gauges say how
+they combine across workers (``multiprocess_mode``); gauges read from a function at scrape
+time in one process are sampled into their files every ``SAMPLE_EVERY_S`` instead.
 """
 
 from __future__ import annotations
