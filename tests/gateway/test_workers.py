@@ -95,6 +95,9 @@ def test_both_workers_serve_and_a_scrape_counts_every_request(two_workers, tmp_p
     assert sum(own.values()) == n and all(own.values()), own  # both served (all on one: p = 2^-59)
     totals = [_requests_total(gw) - before for _ in range(12)]  # each scrape answered by either worker
     assert totals == [n] * 12, totals
+    text = httpx.get(f"{gw.url}/metrics").text
+    assert 'pid="' not in text  # every gauge says how workers combine: one series, not one per worker
+    assert len(re.findall(r"^infergate_in_flight_requests ", text, re.M)) == 1
 
 
 def test_an_admin_change_reaches_every_worker(two_workers) -> None:
@@ -117,6 +120,8 @@ def test_an_admin_change_reaches_every_worker(two_workers) -> None:
         return {a.json()["variant"] for a in answers} == {only} and set(states) == {version}
 
     _wait_for(everywhere, 5, "a worker kept the old weights")
+    text = httpx.get(f"{gw.url}/metrics").text  # both workers set it: one series, the latest value
+    assert re.findall(r'^router_config_version\{experiment="clf-demo"\} (\S+)$', text, re.M) == [f"{version:.1f}"]
 
 
 def test_a_killed_worker_is_replaced(two_workers) -> None:
