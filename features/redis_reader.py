@@ -19,7 +19,7 @@ from features.errors import DecodeError, FeatureUnavailable
 from features.layout import RedisLayout
 from features.metrics import ReaderMetrics
 from features.policy import FailurePolicy
-from features.resp import RespClient, RespTimeout
+from features.resp import RespClient, RespTimeout, future_callback
 from features.row import EntityValue, FeatureRow
 from features.spec import ViewSpec
 
@@ -39,16 +39,6 @@ def _settle_each(futs: list[asyncio.Future], rows: list[FeatureRow] | None, exc:
         for f in futs:
             if not f.done():
                 f.set_exception(exc)
-
-
-def _settle_all(fut: asyncio.Future, rows: list[FeatureRow] | None, exc: BaseException | None) -> None:
-    """A ``get_many`` chunk: one future for the whole list."""
-    if fut.done():
-        return
-    if exc is None:
-        fut.set_result(rows)
-    else:
-        fut.set_exception(exc)
 
 
 class RedisFeatureReader(ReaderBase):
@@ -109,7 +99,7 @@ class RedisFeatureReader(ReaderBase):
         futs = []
         for i in range(0, len(keys), step):
             fut = loop.create_future()
-            self._read(keys[i:i + step], partial(_settle_all, fut))
+            self._read(keys[i:i + step], future_callback(fut))
             futs.append(fut)
         if len(futs) == 1:
             return await futs[0]

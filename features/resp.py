@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 import hiredis
 
-__all__ = ["RedisTarget", "RespConnection", "RespClient", "RespError", "RespTimeout", "OnReply"]
+__all__ = ["RedisTarget", "RespConnection", "RespClient", "RespError", "RespTimeout", "OnReply", "future_callback"]
 
 # Called exactly once per request: (replies, None) or (None, the error). It must not raise.
 OnReply = Callable[[list | None, BaseException | None], None]
@@ -84,7 +84,8 @@ def _deliver(on_reply: OnReply, replies: list | None, exc: BaseException | None)
             {"message": "RESP reply callback raised", "exception": err})
 
 
-def _future_setter(fut: asyncio.Future) -> OnReply:
+def future_callback(fut: asyncio.Future) -> OnReply:
+    """A callback that settles ``fut`` with the result or the error (unless it is already done)."""
     def on_reply(replies: list | None, exc: BaseException | None) -> None:
         if fut.done():
             return
@@ -144,7 +145,7 @@ class RespConnection(asyncio.Protocol):
 
     def request(self, payload: bytes, n: int) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
-        self.send(payload, n, _future_setter(fut))
+        self.send(payload, n, future_callback(fut))
         return fut
 
     def _check_deadline(self) -> None:
@@ -258,7 +259,7 @@ class RespClient:
     async def request(self, payload: bytes, n: int) -> list:
         """Send ``payload`` holding ``n`` commands; return their ``n`` replies (errors as ReplyError)."""
         fut = asyncio.get_running_loop().create_future()
-        self.send(payload, n, _future_setter(fut))
+        self.send(payload, n, future_callback(fut))
         return await fut
 
     async def aclose(self) -> None:
