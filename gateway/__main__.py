@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
-# Before prometheus-client is imported: a PROMETHEUS_MULTIPROC_DIR inherited from the parent
-# (Feast sets it in os.environ when imported) would put every metric of this process in mmap'd
-# files, slower on the request path and summed by nobody. Only the --workers supervisor turns
-# multiprocess mode on, for its workers (gateway.server).
-if not os.environ.get("INFERGATE_METRICS_DIR"):
-    for _var in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
-        os.environ.pop(_var, None)
+from gateway.config import GatewayConfig, drop_inherited_metrics_dir
 
-from gateway.config import GatewayConfig  # noqa: E402
+drop_inherited_metrics_dir()  # before gateway.server imports prometheus-client
 from gateway.server import run_workers, serve  # noqa: E402
 
 

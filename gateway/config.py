@@ -8,7 +8,24 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields, replace
-from typing import Mapping
+from typing import Mapping, MutableMapping
+
+# Multiprocess metrics (`--workers N`): the supervisor sets METRICS_DIR_ENV for its workers and
+# that decides; prometheus-client reads its own variables (listed here to set or clear them).
+METRICS_DIR_ENV = "INFERGATE_METRICS_DIR"
+PROMETHEUS_DIR_ENVS = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+
+
+def drop_inherited_metrics_dir(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Outside a ``--workers`` worker, forget prometheus-client's multiprocess directory.
+
+    Call it before prometheus-client is imported: one inherited from the parent (Feast sets it
+    in ``os.environ`` when imported) would put every metric of this process in mmap'd files,
+    slower on the request path and summed by nobody.
+    """
+    if not environ.get(METRICS_DIR_ENV):
+        for var in PROMETHEUS_DIR_ENVS:
+            environ.pop(var, None)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway import errors as E
+from gateway.config import METRICS_DIR_ENV
 
 # Latency buckets from 100 µs to 5 s: the interesting part of this gateway is sub-millisecond.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005,
@@ -31,8 +32,6 @@ ERROR_CODES = tuple(sorted({c.code for c in (
     E.DeadlineExceeded, E.ShuttingDown)}))
 
 
-METRICS_DIR_ENV = "INFERGATE_METRICS_DIR"
-PROMETHEUS_DIR_ENVS = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 SAMPLE_EVERY_S = 1.0
 __all__ = ["GatewayMetrics", "VariantMetrics", "CONTENT_TYPE_LATEST", "exposition", "multiprocess"]
 

@@ -29,8 +29,7 @@ import uvicorn
 import uvloop
 
 from gateway.app import Gateway
-from gateway.config import GatewayConfig
-from gateway.metrics import METRICS_DIR_ENV, PROMETHEUS_DIR_ENVS
+from gateway.config import METRICS_DIR_ENV, PROMETHEUS_DIR_ENVS, GatewayConfig
 
 log = logging.getLogger("infergate.server")
 
