@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hmac
 import logging
 import time
 from typing import Any, AsyncIterator
@@ -24,6 +23,7 @@ from gateway.components import Components
 from gateway.config import GatewayConfig
 from gateway.request import InferRequest
 from gateway.routes import admin_routes, exception_handlers, make_routes
+from httpcommon.auth import match_token
 
 log = logging.getLogger("infergate")
 _V2_PREFIX, _V2_SUFFIX = "/v2/models/", "/infer"
@@ -42,15 +42,16 @@ class Gateway:
         self._default_timeout = config.default_timeout_ms / 1e3
         self._max_timeout = config.max_timeout_ms / 1e3
         self._limit = config.max_body_bytes
-        self._tokens = [t.encode() for t in config.admin_tokens.values()]
+        self._tokens = {i: t.encode() for i, t in config.admin_tokens.items()}
         # Read at scrape time (sampled each second with --workers): nothing on the request path.
         self.components.metrics.track(self.components.metrics.in_flight, lambda: self._in_flight)
         self.app = Starlette(routes=make_routes(self), lifespan=self._lifespan,
-                             exception_handlers=exception_handlers())
+                             exception_handlers=exception_handlers(self.components.unexpected))
         # With `admin_port` set, the admin API lives only on its own listener (no lifespan:
         # it shares the components the main app starts).
-        self.admin_app = Starlette(routes=admin_routes(self), exception_handlers=exception_handlers()) \
-            if config.admin_port is not None else None
+        self.admin_app = _logged_once(Starlette(
+            routes=admin_routes(self), exception_handlers=exception_handlers(self.components.unexpected)),
+            self.components) if config.admin_port is not None else None
 
     def __repr__(self) -> str:
         return f"<Gateway [in flight {self._in_flight}] {self.components!r}>"
@@ -83,7 +84,11 @@ class Gateway:
                 if scope["method"] == "POST":
                     return await self._infer(scope, receive, send, model)
                 return await send_error(send, E.MethodNotAllowed(f"{path} takes POST"), _ALLOW_POST)
-        await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            if not self.components.unexpected.reported(exc):
+                raise
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, v2_model: str | None) -> None:
         t0 = time.perf_counter()
@@ -120,9 +125,9 @@ class Gateway:
             await send_error(send, err)
         except ClientGone:
             pass
-        except Exception:
-            log.exception("unexpected error on %s", scope["path"])
-            await send_error(send, E.GatewayError("internal error"))
+        except Exception as exc:  # a bug outside the pipeline (a codec, say): logged once, chained
+            c.unexpected.report(exc, scope["path"], v2_model)
+            await send_error(send, E.Internal(exc))
         finally:
             self._in_flight -= 1
 
@@ -131,8 +136,8 @@ class Gateway:
             return self._default_timeout
         try:
             ms = int(h.timeout_ms)
-        except ValueError:
-            raise E.InvalidField("x-request-timeout-ms", "must be an integer") from None
+        except ValueError as exc:
+            raise E.InvalidField("x-request-timeout-ms", "must be an integer") from exc
         if ms <= 0:
             raise E.InvalidField("x-request-timeout-ms", "must be positive")
         return min(ms / 1e3, self._max_timeout)
@@ -154,20 +159,27 @@ class Gateway:
         if h.header_length is not None:
             try:
                 header_len = int(h.header_length)
-            except ValueError:
-                raise E.InvalidField("inference-header-content-length", "must be an integer") from None
+            except ValueError as exc:
+                raise E.InvalidField("inference-header-content-length", "must be an integer") from exc
         unit = h.unit_id.decode("latin-1") if h.unit_id is not None else None
         return codec.parse(model, body, header_len, unit)
 
     def _authenticated(self, authorization: bytes | None) -> bool:
-        """Constant-time check of a bearer token against every admin token."""
-        if authorization is None or not authorization.startswith(b"Bearer "):
-            return False
-        given = authorization[7:].strip()
-        ok = False
-        for token in self._tokens:
-            ok |= hmac.compare_digest(given, token)
-        return ok
+        """Constant-time check of a bearer token against every admin token (the admin API's
+        parser: `httpcommon.auth`)."""
+        return match_token(authorization, self._tokens) is not None
+
+
+def _logged_once(app: Starlette, c: Components) -> Any:
+    """Starlette re-raises what its 500 handler answered (uvicorn would log it a second time):
+    swallow it when our handler has logged it."""
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await app(scope, receive, send)
+        except Exception as exc:
+            if not c.unexpected.reported(exc):
+                raise
+    return asgi
 
 
 def create_app(config: GatewayConfig | None = None, **kwargs: Any) -> Gateway:

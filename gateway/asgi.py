@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable
 
 from gateway.errors import GatewayError, PayloadTooLarge
+from httpcommon.errors import render
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -81,7 +82,6 @@ async def send_bytes(send: Send, status: int, body: bytes, content_type: bytes =
 
 
 async def send_error(send: Send, err: GatewayError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    headers = list(extra or ())
-    if err.retry_after:
-        headers.append((b"retry-after", str(err.retry_after).encode()))
-    await send_bytes(send, err.status, err.body(), JSON, headers)
+    """Rendered by `httpcommon.errors.render`, like every other error of the gateway."""
+    status, body, headers = render(err.code, err.message)
+    await send_bytes(send, status, body, JSON, [*(extra or ()), *headers])

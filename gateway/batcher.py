@@ -16,7 +16,7 @@ from typing import Awaitable, Callable
 
 import numpy as np
 
-from gateway.errors import DeadlineExceeded, GatewayError, Overloaded, ShuttingDown
+from gateway.errors import DeadlineExceeded, GatewayError, Internal, Overloaded, ShuttingDown
 
 InferFn = Callable[[np.ndarray, float], Awaitable[np.ndarray]]
 
@@ -155,8 +155,9 @@ class MicroBatcher:
                 _finish(p, out[start:start + p.n], info, None)
                 start += p.n
         except (Exception, asyncio.CancelledError) as exc:
+            # A bug in the infer call stays chained (`Internal`): the pipeline logs it once.
             err = exc if isinstance(exc, GatewayError) else ShuttingDown("batch cancelled") \
-                if isinstance(exc, asyncio.CancelledError) else GatewayError("internal error")
+                if isinstance(exc, asyncio.CancelledError) else Internal(exc)
             for p in batch:
                 _finish(p, None, None, err)
             if isinstance(exc, asyncio.CancelledError):

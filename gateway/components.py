@@ -27,6 +27,7 @@ from gateway.metrics import GatewayMetrics, multiprocess
 from gateway.pipeline import Pipeline
 from gateway.pool import ReplicaPool
 from gateway.request import ModelShape
+from gateway.unexpected import UnexpectedErrors
 
 log = logging.getLogger("infergate")
 
@@ -40,6 +41,7 @@ class Components:
         self.registry = registry or CollectorRegistry()
         self.metrics = GatewayMetrics(self.registry)
         self.errors = self._error_map()
+        self.unexpected = UnexpectedErrors(self.registry)
         self.pool: ReplicaPool | None = None   # grpc.aio channels bind to the running loop
         self.redis: aioredis.Redis | None = None
         self.routes = router_service
@@ -91,7 +93,8 @@ class Components:
         self.pool.start()
         await self.sync_targets(self.routes.router)
         self.routes.on_change(self.sync_targets)
-        self.pipeline = Pipeline(self.routes, self.features, self.batchers, self.metrics, self.errors)
+        self.pipeline = Pipeline(self.routes, self.features, self.batchers, self.metrics, self.errors,
+                                 self.unexpected)
         if multiprocess():
             self._sampler = asyncio.ensure_future(self.metrics.sample_forever())
         self.ready = True
@@ -166,7 +169,7 @@ class Components:
                 spec = self.specs.get(t.model) or await self.pool.model_spec(t.model)
             except E.GatewayError as exc:
                 raise ConfigError(f"target {t.model}:{t.version or 'latest'}: {exc.message}",
-                                  "unknown_target") from None
+                                  "unknown_target") from exc
             if not await self.pool.model_ready(t.model, t.version):
                 raise ConfigError(f"target {t.model}:{t.version or 'latest'}: Triton has no ready "
                                   f"version {t.version!r} (it serves {list(spec.versions)})", "unknown_target")

@@ -1,4 +1,4 @@
-"""The gateway's own error types, and the one place each maps to an HTTP status.
+"""The gateway's own error types; each code's status is in the one list, `httpcommon.errors`.
 
 Modules that talk to Triton, Redis or parse bytes translate foreign exceptions into these at
 their edge; `ErrorMap` translates the feature store's and router's errors once, at start-up.
@@ -8,24 +8,41 @@ from __future__ import annotations
 
 from typing import Callable
 
-import orjson
+from httpcommon.errors import CODES, RETRY_AFTER_S, render
 
 
 class GatewayError(Exception):
+    """Status, code and `Retry-After` all come from `httpcommon.errors.CODES` (one list)."""
+
     status = 500
     code = "internal"
     retry_after: int | None = None
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        known = CODES[cls.code]  # a KeyError here: add the code to httpcommon/errors.py
+        cls.status = known.status
+        cls.retry_after = RETRY_AFTER_S if known.retry_after else None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
     def body(self) -> bytes:
-        return orjson.dumps({"error": self.code, "message": self.message})
+        return render(self.code, self.message)[1]
+
+
+class Internal(GatewayError):
+    """A bug: an exception nobody translated. The cause stays chained (`__cause__`) so that
+    whoever reports it (`gateway/unexpected.py`) logs the real traceback once."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__("internal error")
+        self.__cause__ = cause
 
 
 class BadRequest(GatewayError):
-    status, code = 400, "bad_request"
+    code = "bad_request"
 
 
 class InvalidJSON(BadRequest):
@@ -43,11 +60,11 @@ class InvalidField(BadRequest):
 
 
 class Unauthorized(GatewayError):
-    status, code = 401, "unauthorized"
+    code = "unauthorized"
 
 
 class NotFound(GatewayError):
-    status, code = 404, "not_found"
+    code = "not_found"
 
 
 class UnknownModel(NotFound):
@@ -55,25 +72,25 @@ class UnknownModel(NotFound):
 
 
 class MethodNotAllowed(GatewayError):
-    status, code = 405, "method_not_allowed"
+    code = "method_not_allowed"
 
 
 class PayloadTooLarge(GatewayError):
-    status, code = 413, "payload_too_large"
+    code = "payload_too_large"
 
 
 class UnsupportedMediaType(GatewayError):
-    status, code = 415, "unsupported_media_type"
+    code = "unsupported_media_type"
 
 
 class Overloaded(GatewayError):
     """Shed on purpose: the queue or the in-flight limit is full. Answered at once."""
 
-    status, code, retry_after = 429, "overloaded", 1
+    code = "overloaded"
 
 
 class Unavailable(GatewayError):
-    status, code, retry_after = 503, "unavailable", 1
+    code = "unavailable"
 
 
 class ModelUnavailable(Unavailable):
@@ -96,7 +113,7 @@ class ErrorMap:
     """Translate errors raised by the adjunct packages (features, router) into ours.
 
     Built once at start-up from the exception types each package exports; anything not
-    registered becomes a 500 with a generic message (never a traceback).
+    registered becomes `Internal` (a 500 with a generic message, the cause chained for the log).
     """
 
     __slots__ = ("_table",)
@@ -114,4 +131,4 @@ class ErrorMap:
             make = self._table.get(klass)
             if make is not None:
                 return make(exc)
-        return GatewayError("internal error")
+        return Internal(exc)

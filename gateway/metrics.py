@@ -18,18 +18,15 @@ from typing import Callable
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from gateway import errors as E
 from gateway.config import METRICS_DIR_ENV
+from httpcommon.errors import DATA_PLANE
 
 # Latency buckets from 100 µs to 5 s: the interesting part of this gateway is sub-millisecond.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005,
                    0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-ERROR_CODES = tuple(sorted({c.code for c in (
-    E.GatewayError, E.BadRequest, E.InvalidJSON, E.InvalidField, E.Unauthorized, E.NotFound,
-    E.UnknownModel, E.MethodNotAllowed, E.PayloadTooLarge, E.UnsupportedMediaType,
-    E.Overloaded, E.Unavailable, E.ModelUnavailable, E.FeaturesUnavailable,
-    E.DeadlineExceeded, E.ShuttingDown)}))
+# The `reason` label: the data plane's codes from the one list (`httpcommon.errors`).
+ERROR_CODES = DATA_PLANE
 
 
 SAMPLE_EVERY_S = 1.0

@@ -2,14 +2,16 @@
 
 Pure data, built once per process (`openapi_document()` is cached: treat the dict as
 read-only). Every route is listed with every status it can answer; errors share one
-schema, `{"error": <stable code>, "message": <text>}`, and 429/503 from the inference
-routes carry `Retry-After`.
+schema, `{"error": <one of httpcommon.errors.CODES>, "message": <text>}`, and every 429
+and 503 error carries `Retry-After`.
 """
 
 from __future__ import annotations
 
 from functools import cache
 from typing import Any
+
+from httpcommon.errors import CODES
 
 __all__ = ["openapi_document"]
 
@@ -35,8 +37,8 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["error", "message"],
         "properties": {
-            "error": {"type": "string", "description": "stable machine-readable code, e.g. invalid_field, "
-                                                     "overloaded, model_unavailable, features_unavailable"},
+            "error": {"type": "string", "enum": list(CODES),
+                      "description": "stable machine-readable code (httpcommon/errors.py: CODES)"},
             "message": {"type": "string"},
         },
     },
@@ -188,7 +190,7 @@ _RESPONSES: dict[str, Any] = {
     "Unavailable": _json_response("Triton, the feature store or the deadline failed "
                                   "(model_unavailable, features_unavailable, deadline_exceeded, "
                                   "shutting_down, unavailable)", _ERROR, _RETRY_AFTER),
-    "StoreUnavailable": _json_response("the experiments store (Redis) did not answer", _ERROR),
+    "StoreUnavailable": _json_response("the experiments store (Redis) did not answer", _ERROR, _RETRY_AFTER),
 }
 
 _HEADERS = {
@@ -342,8 +344,8 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "infergate", "version": "0.1.0",
                  "description": "Inference gateway and A/B router in front of NVIDIA Triton. Errors are "
-                                "JSON {\"error\": code, \"message\": text}; 429 and 503 from the inference "
-                                "routes carry Retry-After."},
+                                "JSON {\"error\": code, \"message\": text}; every 429 and 503 error "
+                                "carries Retry-After."},
         "servers": [{"url": "/"}],
         "tags": [{"name": n} for n in ("inference", "health", "metadata", "operations", "admin")],
         "paths": _paths(),

@@ -16,6 +16,7 @@ from gateway.batcher import MicroBatcher
 from gateway.errors import ErrorMap, GatewayError, InvalidField, ModelUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.request import InferRequest, InferResult
+from gateway.unexpected import UnexpectedErrors
 
 
 class RouterSource(Protocol):
@@ -29,9 +30,11 @@ class RouterSource(Protocol):
 
 class Pipeline:
     def __init__(self, routes: RouterSource, features: Any | None, batchers: dict[Any, MicroBatcher],
-                 metrics: GatewayMetrics, errors: ErrorMap, max_shadow_tasks: int = 256) -> None:
+                 metrics: GatewayMetrics, errors: ErrorMap, unexpected: UnexpectedErrors,
+                 max_shadow_tasks: int = 256) -> None:
         self._routes, self._features, self._batchers = routes, features, batchers
         self._metrics, self._errors = metrics, errors
+        self._unexpected = unexpected
         self._feature_width = features.width if features is not None else 0
         self._shadow_tasks: set[asyncio.Task] = set()
         self._max_shadow_tasks = max_shadow_tasks
@@ -45,7 +48,11 @@ class Pipeline:
         try:
             a = self._routes.router.assign(req.model, req.unit_id, req.override, req.authenticated)
         except Exception as exc:
-            raise self._errors.translate(exc) from None
+            err = self._errors.translate(exc)
+            self._unexpected.report(err, "router", req.model)
+            if err is exc:
+                raise
+            raise err from exc
         vm = self._metrics.variant(req.model, a.variant)
         try:
             rows, feats, t_feat = req.rows, None, t0
@@ -74,12 +81,13 @@ class Pipeline:
                            "total": round((t_end - t0) * 1e3, 4),
                            "batch_rows": info.rows}
             return InferResult(a.experiment, a.variant, a.target.version, out, feats, timings)
-        except (Exception, asyncio.CancelledError) as exc:
-            err = self._errors.translate(exc) if not isinstance(exc, asyncio.CancelledError) else None
-            if err is not None:
-                vm.errors[err.code].inc()
-                raise err from None
-            raise
+        except Exception as exc:  # a CancelledError passes through untouched
+            err = self._errors.translate(exc)
+            self._unexpected.report(err, "pipeline", req.model, a.variant)
+            vm.errors[err.code].inc()
+            if err is exc:
+                raise
+            raise err from exc
         finally:
             vm.requests.inc()
 

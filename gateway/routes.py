@@ -7,14 +7,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway import errors as E
 from gateway.metrics import CONTENT_TYPE_LATEST, exposition
+from httpcommon.errors import response
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.unexpected import UnexpectedErrors
 
 SERVER_NAME = "infergate"
 SERVER_VERSION = "0.1.0"
@@ -101,19 +103,24 @@ def admin_routes(gw: "Gateway") -> list[BaseRoute]:
     return router_admin_routes(_Lazy())  # type: ignore[arg-type]
 
 
-def exception_handlers() -> dict[Any, Any]:
+# Starlette's own refusals (no route; a route without this method, `Allow` set by Starlette),
+# in our codes: the hot routes' 405 is rendered by the same `httpcommon.errors.render`.
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def exception_handlers(unexpected: "UnexpectedErrors") -> dict[Any, Any]:
     async def gateway_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, E.GatewayError)
-        headers = {"retry-after": str(exc.retry_after)} if exc.retry_after else None
-        return Response(exc.body(), status_code=exc.status, media_type="application/json", headers=headers)
+        unexpected.report(exc, request.url.path)
+        return response(exc.code, exc.message)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        code = _HTTP_CODES.get(exc.status_code, "bad_request")
+        return response(code, str(exc.detail), getattr(exc, "headers", None))
 
     async def internal(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": "internal", "message": "internal error"}, status_code=500)
+        unexpected.report(exc, request.url.path)
+        return response("internal", "internal error")
 
     return {E.GatewayError: gateway_error, HTTPException: http_error, Exception: internal}

@@ -5,22 +5,25 @@
 * ``GET  /admin/experiments/{name}``          live state of one (config, version, SRM)
 * ``GET  /admin/experiments/{name}/history``  stored changes, newest first
 
-Every route needs ``Authorization: Bearer <token>``; the token is matched against each
-configured token with ``hmac.compare_digest`` and only its *id* is ever recorded. Errors are
-JSON ``{"error": "<stable_code>", "message": "..."}``: 401 unauthorized, 400 bad config
-(``invalid_json``, ``invalid_config``, ``weights_sum``, ...), 404 not_found,
-409 model_conflict, 503 store_unavailable.
+Every route needs ``Authorization: Bearer <token>`` (scheme in any case: one parser,
+``httpcommon.auth``, shared with the gateway's override header); the token is matched against
+each configured token with ``hmac.compare_digest`` and only its *id* is ever recorded. Errors
+are rendered by ``httpcommon.errors`` like the gateway's, from the same list of codes:
+401 unauthorized, 400 bad config (``invalid_json``, ``invalid_config``, ``weights_sum``, ...),
+404 not_found, 409 model_conflict, 413 payload_too_large, 503 store_unavailable (+ Retry-After).
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from httpcommon.auth import match_token
+from httpcommon.errors import response
 
 from .errors import ConfigError, ModelConflict, StoreUnavailable
 
@@ -45,23 +48,16 @@ def tokens_from_env(environ: Mapping[str, str], var: str = "INFERGATE_ADMIN_TOKE
 
 def authenticate(header: str | None, tokens: Mapping[str, str]) -> str | None:
     """The id of the token in a ``Bearer`` header, or None. Compares against every token."""
-    scheme, _, value = (header or "").partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return None
-    presented = value.strip().encode()
-    found = None
-    for token_id, token in tokens.items():
-        if hmac.compare_digest(presented, token.encode()) and found is None:
-            found = token_id
-    return found
+    return match_token(header, {token_id: token.encode() for token_id, token in tokens.items()})
 
 
 def _json(status: int, body: Any) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def _error(status: int, code: str, message: str) -> Response:
-    return _json(status, {"error": code, "message": message})
+def _error(code: str, message: str) -> Response:
+    """Status and headers from the one list of codes (``httpcommon.errors.CODES``)."""
+    return response(code, message)
 
 
 Handler = Callable[[Request, str], Awaitable[Response]]
@@ -74,11 +70,11 @@ def admin_routes(service: "RouterService") -> list[Route]:
         async def endpoint(request: Request) -> Response:
             token_id = authenticate(request.headers.get("authorization"), service.admin_tokens)
             if token_id is None:
-                return _error(401, "unauthorized", "a valid bearer token is required")
+                return _error("unauthorized", "a valid bearer token is required")
             try:
                 return await handler(request, token_id)
             except StoreUnavailable as e:
-                return _error(503, "store_unavailable", str(e))
+                return _error("store_unavailable", str(e))
         return endpoint
 
     async def list_experiments(request: Request, token_id: str) -> Response:
@@ -89,24 +85,24 @@ def admin_routes(service: "RouterService") -> list[Route]:
         name = request.path_params["name"]
         state = service.state(name)
         if state is None:
-            return _error(404, "not_found", f"no live experiment {name!r}")
+            return _error("not_found", f"no live experiment {name!r}")
         return _json(200, state)
 
     async def put_experiment(request: Request, token_id: str) -> Response:
         name = request.path_params["name"]
         raw = await request.body()
         if len(raw) > _MAX_BODY:
-            return _error(413, "too_large", "config body over 1 MiB")
+            return _error("payload_too_large", "body: config over 1 MiB")
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
-            return _error(400, "invalid_json", f"body is not JSON: {e}")
+            return _error("invalid_json", f"body is not JSON: {e}")
         try:
             version = await service.put_experiment(name, body, token_id)
         except ModelConflict as e:
-            return _error(409, e.code, e.message)
+            return _error(e.code, e.message)
         except ConfigError as e:
-            return _error(400, e.code, e.message)
+            return _error(e.code, e.message)
         return _json(200, {"experiment": name, "version": version, "state": service.state(name)})
 
     async def get_history(request: Request, token_id: str) -> Response:
@@ -114,7 +110,7 @@ def admin_routes(service: "RouterService") -> list[Route]:
         try:
             limit = min(1000, max(1, int(request.query_params.get("limit", "50"))))
         except ValueError:
-            return _error(400, "invalid_limit", "limit must be an integer")
+            return _error("invalid_limit", "limit must be an integer")
         return _json(200, {"experiment": name, "history": await service.history(name, limit)})
 
     return [
