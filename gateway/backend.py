@@ -35,6 +35,18 @@ class ModelSpec:
     output_width: int
     max_batch_size: int
 
+    def refusal(self) -> str | None:
+        """Why the gateway cannot serve this model, or None. Rows are read and joined as
+        float32 in the codecs and the pipeline, so until any datatype is supported, a model
+        whose input or output is not FP32 is refused when its spec is read (at start-up, or
+        when an experiment names it), with this reason."""
+        for role, name, dtype in (("input", self.input_name, self.input_dtype),
+                                  ("output", self.output_name, self.output_dtype)):
+            if dtype != "FP32":
+                return (f"model {self.name!r}: {role} {name} is {dtype}; the gateway serves FP32 inputs "
+                        f"and outputs only")
+        return None
+
 
 class TritonBackend:
     """A gRPC channel to one Triton endpoint."""
@@ -84,15 +96,19 @@ class TritonBackend:
             cfg = await self._stub.ModelConfig(
                 service_pb2.ModelConfigRequest(name=model), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            raise _translate(exc, model) from None
+            raise _translate(exc, model) from exc
         if len(meta.inputs) != 1 or len(meta.outputs) != 1:
             raise ModelUnavailable(f"model {model!r}: the gateway serves single-input, single-output models")
         inp, out = meta.inputs[0], meta.outputs[0]
-        return ModelSpec(
+        spec = ModelSpec(
             name=model, versions=tuple(meta.versions),
             input_name=inp.name, input_dtype=inp.datatype, input_width=int(inp.shape[-1]),
             output_name=out.name, output_dtype=out.datatype, output_width=int(out.shape[-1]),
             max_batch_size=int(cfg.config.max_batch_size))
+        refusal = spec.refusal()
+        if refusal is not None:
+            raise ModelUnavailable(refusal)
+        return spec
 
     async def infer(self, req: service_pb2.ModelInferRequest, timeout: float) -> service_pb2.ModelInferResponse:
         """One ModelInfer call; gRPC errors propagate (the replica pool decides what they mean)."""

@@ -129,7 +129,7 @@ class ReplicaPool:
                 except grpc.aio.AioRpcError as exc:
                     self._failed(replica, time.monotonic())
                     if exc.code() not in RETRYABLE or not alternative:
-                        raise translate(exc, template.label) from None
+                        raise translate(exc, template.label) from exc
                     self._retries.inc()
                     continue
                 replica.failures = 0

@@ -58,6 +58,13 @@ def serve(config: GatewayConfig, log_level: str = "warning", sock: socket.socket
             await asyncio.sleep(0.02)
         return srv.started
 
+    # uvicorn re-raises the signal it stopped on once it has shut down, which would end the
+    # process with -SIGTERM (or a KeyboardInterrupt) after a clean drain. Re-raised into this
+    # handler it is a no-op, so a signal-initiated clean stop exits 0; before uvicorn takes the
+    # signals (while the admin listener starts) the handler still asks the server to stop.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, server.handle_exit)
+
     async def run() -> None:
         admin_task = None
         if admin is not None:
@@ -77,6 +84,8 @@ def serve(config: GatewayConfig, log_level: str = "warning", sock: socket.socket
                 await admin_task
 
     uvloop.run(run())
+    if server._captured_signals:   # noqa: SLF001 - uvicorn keeps the signals it stopped on here
+        log.info("gateway stopped cleanly on %s", signal.Signals(server._captured_signals[0]).name)
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:

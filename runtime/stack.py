@@ -45,8 +45,11 @@ class GatewayProcess:
                "--triton-url", self.triton_grpc, *self.args]
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
+            # A session of its own: a terminal's Ctrl-C reaches whoever started it (`make serve`
+            # stops it in order), not the gateway directly.
             self.process = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **self.env},
-                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
         finally:
             if self.log_path:
                 log.close()

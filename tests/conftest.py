@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import pytest
 
 from runtime.stack import GatewayProcess
 from runtime.triton import TritonRuntime, TritonServer
+
+
+CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def missing(what: str) -> NoReturn:
+    """A service or tool the test needs is not there: skip on a workstation, FAIL under
+    `CI=true` (a CI run that skipped its Redis tests would pass without testing anything)."""
+    if CI:
+        pytest.fail(f"{what} (CI=true: a missing service fails the run instead of skipping)", pytrace=False)
+    pytest.skip(what)
+
+
+def require(ok: bool, what: str) -> None:
+    """`missing(what)` unless `ok`."""
+    if not ok:
+        missing(what)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,15 @@ import pytest
 
 from bench import wrk as wrkmod
 
-needs_wrk = pytest.mark.skipif(wrkmod.wrk_binary() is None, reason="wrk is not installed (make wrk)")
+from tests.conftest import require
+
+
+@pytest.fixture
+def needs_wrk_fixture() -> None:
+    require(wrkmod.wrk_binary() is not None, "wrk is not installed (make wrk)")
+
+
+needs_wrk = pytest.mark.usefixtures("needs_wrk_fixture")
 
 
 class _Echo(BaseHTTPRequestHandler):

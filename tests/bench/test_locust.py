@@ -14,6 +14,7 @@ import pytest
 
 from bench.split import SplitTally, ZipfSampler, format_summary, parse_weights, split_summary
 from runtime.stack import GatewayProcess
+from tests.conftest import require
 
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "bench" / "locustfile.py"
 
@@ -59,8 +60,8 @@ def test_parse_weights_rejects_nonsense() -> None:
         parse_weights("")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("locust") is None, reason="locust is not installed")
 def test_locust_headless(gateway: GatewayProcess, tmp_path: Path) -> None:
+    require(importlib.util.find_spec("locust") is not None, "locust is not installed")
     prefix = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "-H", gateway.url, "--headless",
