@@ -192,8 +192,8 @@ def contract_violations(run: LoadRun, *, deadline_s: float, slack_s: float,
             bad.append(f"{where}: status {o.status} ({o.error})")
         if o.status != 200 and not o.json_error:
             bad.append(f"{where}: {o.status} without a JSON error body")
-        if o.status == 429 and not o.retry_after:
-            bad.append(f"{where}: 429 without Retry-After")
+        if o.status in (429, 503) and not o.retry_after:
+            bad.append(f"{where}: {o.status} without Retry-After")
         if o.elapsed > deadline_s + slack_s:
             bad.append(f"{where}: {o.status} took {o.elapsed * 1e3:.0f} ms > deadline "
                        f"{deadline_s * 1e3:.0f} + {slack_s * 1e3:.0f} ms")

@@ -187,7 +187,6 @@ async def test_store_translates_a_reset_connection_into_store_unavailable(call: 
         await getattr(store, call)(*args[call])
 
 
-@pytest.mark.skipif(not SLOW, reason="RUN_SLOW=1")
 def test_store_under_real_resets_with_uvloop_raises_only_store_unavailable(fault_redis: RedisServer,
                                                                           proxy_factory) -> None:
     import uvloop

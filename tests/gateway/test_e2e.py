@@ -83,6 +83,29 @@ def test_gzip_request_body(gateway: GatewayProcess) -> None:
     assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_v2_compressed_request_end_to_end(gateway: GatewayProcess, binary: bool, algorithm: str) -> None:
+    """KServe v2 with a compressed body, sent by the official client's own compression
+    (`Content-Encoding: gzip|deflate`), JSON and binary tensors: the answer matches the reference."""
+    client = triton_http.InferenceServerClient(gateway.url.removeprefix("http://"))
+    try:
+        x = _x(4, seed=7)
+        inp = triton_http.InferInput("INPUT", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=binary)
+        res = client.infer("clf", [inp], outputs=[triton_http.InferRequestedOutput("PROBS", binary_data=binary)],
+                           headers={"x-unit-id": f"gz-{algorithm}"}, request_compression_algorithm=algorithm)
+        version = res.get_response()["model_version"]
+        np.testing.assert_allclose(res.as_numpy("PROBS"), _expected(version, x), rtol=1e-5, atol=1e-6)
+    finally:
+        client.close()
+    doc = orjson.dumps({"parameters": {"unit_id": "gz"}, "inputs": [
+        {"name": "INPUT", "datatype": "FP32", "shape": [1, INPUT_WIDTH], "data": _x(1)[0].tolist()}]})
+    r = httpx.post(f"{gateway.url}/v2/models/clf/infer", content=gzip.compress(doc)[:-6],
+                   headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert r.status_code == 400 and r.json()["error"] == "bad_request", r.text   # truncated: refused
+
+
 @pytest.mark.parametrize(("body", "status", "code", "field"), [
     (b"{not json", 400, "invalid_json", None),
     (b"[1, 2]", 400, "bad_request", None),
