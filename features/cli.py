@@ -2,7 +2,8 @@
 
     apply        generate data, write feature_store.yaml (Redis if one answers, else sqlite), apply
     materialize  load the latest rows into the online store (with a progress bar)
-    get          print the vector the gateway would use for one entity
+    get          print the vector the gateway would use for one entity (a table, or --json);
+                 a Redis-backed repo is read without importing Feast once its spec is cached
     ping-redis   exit 0 when Redis answers, 1 otherwise
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -21,7 +23,7 @@ __all__ = ["main"]
 
 
 def _parser(default_url: str) -> argparse.ArgumentParser:
-    from features.repo.workspace import DEFAULT_WORKDIR
+    from features.repo import DEFAULT_WORKDIR
 
     p = argparse.ArgumentParser(prog="python -m features", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,6 +46,7 @@ def _parser(default_url: str) -> argparse.ArgumentParser:
     g.add_argument("--entity", action="append", required=True, metavar="KEY=VALUE",
                    help="join key and value, e.g. user_id=42 (repeat for composite keys)")
     g.add_argument("--view", default=None)
+    g.add_argument("--json", action="store_true", help="one JSON object on stdout, for scripts")
     sub.add_parser("ping-redis", parents=[common], help="exit 0 when Redis answers")
     return p
 
@@ -90,21 +93,47 @@ async def _get(args: argparse.Namespace) -> int:
 
     from features.errors import FeaturesError
     from features.factory import open_reader
+    from features.redis_reader import RedisFeatureReader
 
-    reader = await open_reader(args.workdir, redis_url=args.redis_url, registry=CollectorRegistry(), view=args.view)
+    if not (args.workdir / "feature_store.yaml").exists():
+        print(f"error: no Feast repo at {args.workdir} (run `python -m features apply` first)", file=sys.stderr)
+        return 2
+    entity = _parse_entity(args.entity)
     try:
-        row = await reader.get(_parse_entity(args.entity))
+        reader = await open_reader(args.workdir, redis_url=args.redis_url, registry=CollectorRegistry(),
+                                   view=args.view, spec_cache=True)
+    except FeaturesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    kind = "redis (fast reader)" if isinstance(reader, RedisFeatureReader) else "feast api"
+    try:
+        row = await reader.get(entity)
     except FeaturesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         await reader.close()
-    print(f"reader: {reader!r}")
-    print(f"entity: {_parse_entity(args.entity)}  missing_entity={row.missing_entity} "
-          f"null_count={row.null_count} defaulted={row.defaulted}")
-    for name, v in zip(reader.names, row.values.tolist()):
-        print(f"  {name:<28} {np.float32(v)!s:>14}")
+    values = {name: (None if np.isnan(v) else float(np.float32(v)))
+              for name, v in zip(reader.names, row.values.tolist())}
+    if args.json:
+        print(json.dumps({"entity": entity, "reader": kind, "missing_entity": row.missing_entity,
+                          "null_count": row.null_count, "defaulted": row.defaulted, "features": values}))
+        return 0
+    width = max(len("feature"), *(len(n) for n in values))
+    print(f"entity   {', '.join(f'{k}={v}' for k, v in entity.items())}")
+    print(f"reader   {kind}")
+    print(f"row      missing_entity={_yes(row.missing_entity)}  nulls={row.null_count}  "
+          f"defaulted={_yes(row.defaulted)}")
+    print()
+    print(f"{'feature':<{width}}  {'value':>12}")
+    print(f"{'-' * width}  {'-' * 12}")
+    for name, v in values.items():
+        print(f"{name:<{width}}  {'null' if v is None else f'{v:.6g}':>12}")
     return 0
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from features import speccache
 from features.errors import UnsupportedLayout
 from features.feast_reader import FeastApiReader
 from features.metadata import load_view_spec, open_store
@@ -33,6 +34,7 @@ async def open_reader(
     registry: CollectorRegistry = REGISTRY,
     view: str | None = None,
     allow_fallback: bool = False,
+    spec_cache: bool = False,
 ) -> OnlineFeatureReader:
     """A reader for ``view`` (default: the repo's only feature view) of the Feast repo at ``repo_path``.
 
@@ -41,11 +43,18 @@ async def open_reader(
     cannot decode exactly raises ``UnsupportedLayout`` saying why, unless ``allow_fallback``,
     which serves it through Feast's API instead. Metrics are created in ``registry`` (one
     reader per registry: a second one in the same registry is a duplicate-metric error).
+    ``spec_cache`` (the command-line tool): use the spec cached beside the repo when it is
+    current (``features/speccache.py``), so a Redis-backed repo is read without importing Feast.
     """
     policy = policy or FailurePolicy()
-    # Importing Feast and reading the registry block: keep them off the event loop.
-    store = await asyncio.to_thread(open_store, repo_path)
-    spec = await asyncio.to_thread(load_view_spec, store, view)
+    spec = speccache.load(repo_path, view) if spec_cache else None
+    store = None
+    if spec is None:
+        # Importing Feast and reading the registry block: keep them off the event loop.
+        store = await asyncio.to_thread(open_store, repo_path)
+        spec = await asyncio.to_thread(load_view_spec, store, view)
+        if spec_cache:
+            speccache.store(repo_path, view, spec)
     if spec.online_store == "redis":
         try:
             spec.check_fast_path()
@@ -59,6 +68,8 @@ async def open_reader(
             return RedisFeatureReader(
                 spec, RespClient(RedisTarget.from_url(url), policy.timeout_s), policy, metrics
             )
+    if store is None:
+        store = await asyncio.to_thread(open_store, repo_path)
     metrics = ReaderMetrics(registry, f"feast-{spec.online_store}", spec.view)
     return FeastApiReader(spec, store, policy, metrics)
 

@@ -13,7 +13,6 @@ from .errors import (
     UnknownModel,
     UnknownVariant,
 )
-from .service import RouterService
 from .types import Assignment, Target
 
 __all__ = [
@@ -33,3 +32,13 @@ __all__ = [
     "UnknownVariant",
     "StoreUnavailable",
 ]
+
+
+def __getattr__(name: str):
+    # RouterService (Redis, SRM: scipy) is imported on first use, so that `python -m router
+    # assign` starts in a fraction of a second.
+    if name == "RouterService":
+        from .service import RouterService
+
+        return RouterService
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

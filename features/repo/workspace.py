@@ -18,7 +18,7 @@ from features.urls import feast_to_redis_url, redis_url_to_feast
 
 __all__ = ["Workspace", "DEFAULT_WORKDIR", "redis_url_to_feast", "feast_to_redis_url"]
 
-DEFAULT_WORKDIR = Path(__file__).resolve().parent / "data"
+from features.repo import DEFAULT_WORKDIR  # noqa: E402  (re-exported)
 PARQUET = "user_features.parquet"
 
 
