@@ -6,7 +6,10 @@ contenders in rounds, so drift hits all alike; each contender's block in a round
 few untimed reads (switching contenders leaves caches cold: without them the first read of
 every block, 20 of the 4,000 single-entity samples, made up half of the p99 tail). The single
 read's own tail comes from the same reads with nothing else on the loop (``fast_1_alone``),
-next to a bare Redis PING as the machine's floor. Each repeat is a whole measurement; the
+next to a bare Redis PING as the machine's floor. Both p99 figures are reported (`p99_1_ms`);
+the p99 bar is judged on the one alone: interleaved, every block of fast reads follows a block
+of Feast's (its garbage, its cold caches, its CPU bursts on the same loop), so that tail
+measures the neighbour, not the reader; the gateway never runs Feast beside the fast reader. Each repeat is a whole measurement; the
 summary is the median of 3. Writes bench/results/features.json; runs in ~3 min.
 
     .venv/bin/python bench/features_bench.py [--redis-url URL] [--iters 4000] [--loop uvloop]
@@ -147,6 +150,25 @@ async def _bench(workdir: Path, redis_url: str, iters: int, rounds: int, warmup:
     return {"median": median, "runs": runs}
 
 
+
+P99_WHY = ("interleaved fast reads follow blocks of Feast's reads on the same loop (its garbage, "
+           "cold caches, CPU bursts): that tail measures the neighbour; the gateway never runs "
+           "Feast beside the reader")
+
+
+def p99_report(stats: dict) -> dict:
+    """Both single-entity p99 figures, and which one the bar uses (the reader alone) and why."""
+    alone, inter = stats["fast_1_alone"]["p99_ms"], stats["fast_1"]["p99_ms"]
+    return {"alone": alone, "interleaved": inter, "bar_uses": "alone", "bar_p99_ms": alone,
+            "bar_max_ms": BAR_P99_MS, "why": P99_WHY}
+
+
+def p99_line(r: dict) -> str:
+    mark = lambda v: "<=" if v <= r["bar_max_ms"] else ">"  # noqa: E731
+    return (f"p99, 1 entity: alone {r['alone']:.3f} ms ({mark(r['alone'])} {r['bar_max_ms']} ms; the bar uses "
+            f"this one), interleaved {r['interleaved']:.3f} ms ({mark(r['interleaved'])} {r['bar_max_ms']} ms; "
+            f"reported, not judged: {r['why']})")
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--redis-url", default=None, help="default: start a redis-server on a free port")
@@ -184,7 +206,7 @@ def main() -> int:
 
     def bar_met(st: dict) -> bool:  # speed from the interleaved reads, the tail from the reader alone
         return st["feast_async_1"]["p50_ms"] / st["fast_1"]["p50_ms"] >= BAR_SPEEDUP and \
-            st["fast_1_alone"]["p99_ms"] <= BAR_P99_MS
+            p99_report(st)["bar_p99_ms"] <= BAR_P99_MS
 
     summary = {}
     for name, got in by_loop.items():
@@ -194,6 +216,7 @@ def main() -> int:
         summary[name] = {
             "results": stats,
             "speedup_p50": {"1": round(speed1, 2), "32": round(speed32, 2)},
+            "p99_1_ms": p99_report(stats),
             "bar_met": bar_met(stats),
             "repeats_meeting_bar": f"{sum(bar_met(r) for r in got['runs'])}/{len(got['runs'])}",
             "runs": got["runs"],
@@ -221,6 +244,7 @@ def main() -> int:
         print(f"[{name}] speed-up at p50: 1 entity {sp['1']:.1f}x, 32 entities {sp['32']:.1f}x; bar (>= "
               f"{BAR_SPEEDUP}x, and p99 <= {BAR_P99_MS} ms at 1 alone): {'met' if res['bar_met'] else 'NOT met'} "
               f"(medians of {args.repeats} repeats; met in {res['repeats_meeting_bar']} on their own)")
+        print(f"[{name}] {p99_line(res['p99_1_ms'])}")
         print(f"[{name}] per repeat, fast_1 p50/p99 ms interleaved | alone: " + ", ".join(
             f"{r['fast_1']['p50_ms']:.3f}/{r['fast_1']['p99_ms']:.3f} | "
             f"{r['fast_1_alone']['p50_ms']:.3f}/{r['fast_1_alone']['p99_ms']:.3f}" for r in res["runs"]))

@@ -69,3 +69,30 @@ def avg_batch(before: Samples, after: Samples, sum_name: str, count_name: str) -
     if calls <= 0:
         return None
     return (total(after, sum_name) - total(before, sum_name)) / calls
+
+
+def quantile(before: Samples, after: Samples, name: str, q: float, **labels: str) -> float | None:
+    """The `q`-quantile (0..1) of a histogram `name` over the interval between two scrapes,
+    interpolated linearly inside its bucket as Prometheus' `histogram_quantile` does; None
+    when nothing was observed. `labels` select the series (summed over the others)."""
+    want = set(labels.items())
+    counts: dict[float, float] = {}
+    for (n, ls), v in after.items():
+        if n != f"{name}_bucket" or not want <= set(ls):
+            continue
+        le = dict(ls)["le"]
+        bound = float("inf") if le == "+Inf" else float(le)
+        counts[bound] = counts.get(bound, 0.0) + v - before.get((n, ls), 0.0)
+    bounds = sorted(counts)
+    if not bounds or counts[bounds[-1]] <= 0:
+        return None
+    rank = q * counts[bounds[-1]]
+    prev_bound, prev_count = 0.0, 0.0
+    for b in bounds:
+        if counts[b] >= rank:
+            if b == float("inf"):
+                return prev_bound
+            in_bucket = counts[b] - prev_count
+            return prev_bound + (b - prev_bound) * ((rank - prev_count) / in_bucket if in_bucket else 0.0)
+        prev_bound, prev_count = b, counts[b]
+    return prev_bound
