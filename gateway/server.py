@@ -89,13 +89,17 @@ def serve(config: GatewayConfig, log_level: str = "warning", sock: socket.socket
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
-    """A listening socket with SO_REUSEPORT: the kernel spreads connections across workers
-    (uvicorn's --workers shares one socket and one worker took every connection here)."""
+    """A bound socket with SO_REUSEPORT: the kernel spreads connections across workers
+    (uvicorn's --workers shares one socket and one worker took every connection here).
+
+    Not listening yet: uvicorn listens on it once the worker's start-up is done. The kernel
+    spreads connections over the *listening* sockets only, so a worker still starting (or a
+    replacement) takes none; listening here made it take its share and hold them, unanswered,
+    for the whole start-up (found by tests/gateway/test_lifecycle.py with --workers 2)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     s.bind((host, port))
-    s.listen(4096)
     s.set_inheritable(True)
     return s
 

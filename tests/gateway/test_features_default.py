@@ -5,7 +5,6 @@ Real Feast-in-Redis on a redis-server this test owns and stops, real Triton."""
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Iterator
 
 import httpx

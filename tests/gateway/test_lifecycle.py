@@ -39,10 +39,19 @@ async def test_sigterm_answers_every_request_in_flight(triton: TritonServer, tmp
     from faults.proxy import FaultProxy
 
     with FaultProxy(("127.0.0.1", triton.grpc_port), name="slow-triton") as proxy:
-        gw = GatewayProcess(proxy.address, args=["--features", "off", "--workers", str(workers)],
+        # With workers the in-flight gauge is sampled each second, so every request must stay
+        # inside for several seconds: a 3 s round trip (1.5 s each way), with up to 8 Triton
+        # calls in flight per target so that each request waits one round trip, not a queue of them.
+        extra = [] if workers == 1 else ["--workers", str(workers), "--max-in-flight-batches", "8"]
+        gw = GatewayProcess(proxy.address, args=["--features", "off", "--log-level", "info", *extra],
                             env=gateway_env(), log_path=tmp_path / "gw.log").start()
-        # With workers the gauge is sampled each second: a round trip (2 x latency) must outlast it.
-        proxy.latency(0.3 if workers == 1 else 0.7)
+        for _ in range(600):   # every worker started (not just the one that answered first)
+            if (tmp_path / "gw.log").read_text().count("gateway ready:") >= workers:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the workers did not all start")
+        proxy.latency(0.3 if workers == 1 else 1.5)
         x = np.zeros(20).tolist()
         async with httpx.AsyncClient(base_url=gw.url, timeout=10,
                                      limits=httpx.Limits(max_connections=60)) as client:
@@ -53,14 +62,17 @@ async def test_sigterm_answers_every_request_in_flight(triton: TritonServer, tmp
                 for i in range(50)]
             async with httpx.AsyncClient(base_url=gw.url) as probe:
                 # Until all 50 are inside the gateway (with workers, the gauge is sampled each second).
-                for _ in range(100 if workers == 1 else 250):
+                seen = []
+                for _ in range(100 if workers == 1 else 400):
                     text = (await probe.get("/metrics")).text
                     m = re.search(r"^infergate_in_flight_requests (\S+)$", text, re.M)
+                    seen.append(float(m.group(1)) if m else None)
                     if m and float(m.group(1)) >= 50:
                         break
                     await asyncio.sleep(0.02)
                 else:
-                    raise AssertionError("the 50 requests never got in flight together")
+                    raise AssertionError(f"the 50 requests never got in flight together: {seen[::10]} "
+                                         f"done {sum(s.done() for s in sends)}")
             assert not any(s.done() for s in sends)   # all 50 still in flight at SIGTERM
             gw.process.send_signal(signal.SIGTERM)
             results = await asyncio.gather(*sends, return_exceptions=True)
