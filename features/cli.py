@@ -113,7 +113,9 @@ async def _get(args: argparse.Namespace) -> int:
         return 2
     finally:
         await reader.close()
-    values = {name: (None if np.isnan(v) else float(np.float32(v)))
+    # float(str(float32)): the shortest decimal that reads back as the same float32 (550.00836,
+    # not 550.0083618164062).
+    values = {name: (None if np.isnan(v) else float(str(np.float32(v))))
               for name, v in zip(reader.names, row.values.tolist())}
     if args.json:
         print(json.dumps({"entity": entity, "reader": kind, "missing_entity": row.missing_entity,
