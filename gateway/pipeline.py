@@ -17,6 +17,10 @@ from gateway.errors import ErrorMap, GatewayError, InvalidField, ModelUnavailabl
 from gateway.metrics import GatewayMetrics
 from gateway.request import InferRequest, InferResult
 
+# Errors the router's guardrails charge to the variant (5xx-class, from its target); a
+# client's 4xx, a 429 shed and features_unavailable say nothing about the variant.
+VARIANT_ERRORS = frozenset({"model_unavailable", "deadline_exceeded", "unavailable", "internal"})
+
 
 class RouterSource(Protocol):
     """The router package's RouterService: a current `router` snapshot whose `assign()`
@@ -64,6 +68,8 @@ class Pipeline:
             vm.queue.observe(info.t_sent - t_feat)
             vm.inference.observe(info.t_done - info.t_sent)
             vm.latency.observe(t_end - t0)
+            if a.outcome is not None:  # the guardrails' per-variant counts
+                a.outcome.ok(t_end - t0)
             if a.shadow is not None:
                 self._start_shadow(a, rows, out, deadline)
             timings = None
@@ -78,6 +84,8 @@ class Pipeline:
             err = self._errors.translate(exc) if not isinstance(exc, asyncio.CancelledError) else None
             if err is not None:
                 vm.errors[err.code].inc()
+                if a.outcome is not None and err.code in VARIANT_ERRORS:
+                    a.outcome.failed()
                 raise err from None
             raise
         finally:

@@ -12,7 +12,9 @@ from .errors import (
     StoreUnavailable,
     UnknownModel,
     UnknownVariant,
+    VersionConflict,
 )
+from .outcomes import VariantOutcomes
 from .service import RouterService
 from .types import Assignment, Target
 
@@ -32,4 +34,6 @@ __all__ = [
     "UnknownModel",
     "UnknownVariant",
     "StoreUnavailable",
+    "VersionConflict",
+    "VariantOutcomes",
 ]
