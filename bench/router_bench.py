@@ -14,7 +14,7 @@ from pathlib import Path
 
 import mmh3
 
-from router import Router
+from router import Router, VariantOutcomes
 from router.config import parse_experiment
 
 
@@ -36,9 +36,11 @@ def _config(n_variants: int, shadow: bool):
     return parse_experiment(body)
 
 
-def _best_ns(fn, units: list[str], repeat: int) -> float:
+def _best_ns(fn, units: list[str], repeat: int, reset=None) -> float:
     best = float("inf")
     for _ in range(repeat):
+        if reset is not None:
+            reset()  # untimed: what the service's flusher does every interval
         t0 = time.perf_counter_ns()
         fn(units)
         best = min(best, (time.perf_counter_ns() - t0) / len(units))
@@ -78,11 +80,24 @@ def main() -> None:
             for u in us:
                 assign("clf", u, "v1", True)
 
+        def drain(exp=router.experiment(f"bench-{n_variants}")) -> None:
+            for lst in exp.units:  # the flusher empties the unit lists each flush interval
+                lst.clear()
+
         key = f"{n_variants}v{'_shadow' if shadow else ''}"
-        results[f"ns_per_decision_{key}"] = round(_best_ns(loop, units, args.repeat), 1)
+        results[f"ns_per_decision_{key}"] = round(_best_ns(loop, units, args.repeat, drain), 1)
         results[f"ns_per_override_{key}"] = round(_best_ns(loop_override, units, args.repeat), 1)
         results[f"compile_ms_{key}"] = round(compile_ms, 2)
     results["ns_per_decision"] = results["ns_per_decision_2v"]
+    # The gateway's per-request cost for the guardrails: one VariantOutcomes.ok() per answer.
+    outcome = VariantOutcomes()
+    latencies = [((i * 7919) % 5000) / 1e5 for i in range(len(units))]  # 0-50 ms
+
+    def loop_outcome(lats: list[float], ok=outcome.ok) -> None:
+        for x in lats:
+            ok(x)
+
+    results["ns_per_outcome_ok"] = round(_best_ns(loop_outcome, latencies, args.repeat), 1)
     results["note"] = "ns_per_decision includes the Python loop and call overhead (Router.assign)"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
