@@ -51,7 +51,7 @@ class VariantFigures:
         p99 = self.p99_ms
         return {"requests": self.requests, "errors": self.errors,
                 "error_rate": None if rate is None else round(rate, 6),
-                "p99_ms": None if p99 is None else (round(p99, 3) if math.isfinite(p99) else "inf")}
+                "p99_ms": None if p99 is None else round(p99, 3)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +68,11 @@ class Verdict:
 
 @dataclass(frozen=True, slots=True)
 class Rollback:
-    """What the service must store: the experiment with the breaching treatments' weight on control."""
+    """What the service must store: the experiment with the breaching treatments' weight on
+    control, written only if the stored version is still ``version`` (the one judged)."""
 
     experiment: str
+    version: int
     variants: tuple[str, ...]
     body: dict[str, Any]
     reason: str
@@ -119,7 +121,7 @@ def judge(config: ExperimentConfig, figures: dict[str, VariantFigures], min_requ
     return Verdict(state, window_s, min_requests, figures, breaches, rollback if g is not None else ())
 
 
-def rollback_change(config: ExperimentConfig, verdict: Verdict, sustain: int) -> Rollback:
+def rollback_change(config: ExperimentConfig, version: int, verdict: Verdict, sustain: int) -> Rollback:
     """The one change that moves every breaching treatment's weight to control."""
     moved = {v: config.variant(v).weight for v in verdict.rollback}
     body = config.to_dict()
@@ -141,7 +143,7 @@ def rollback_change(config: ExperimentConfig, verdict: Verdict, sustain: int) ->
         "breaches": {v: verdict.breaches[v] for v in verdict.rollback},
         "moved": moved,
     }
-    return Rollback(config.name, verdict.rollback, body, reason, figures)
+    return Rollback(config.name, version, verdict.rollback, body, reason, figures)
 
 
 class GuardrailMonitor:
@@ -182,10 +184,11 @@ class GuardrailMonitor:
             snaps[key] = (obj, errors, lat)
         return deltas, snaps
 
-    async def evaluate(self, router: Router) -> list[Rollback]:
+    async def evaluate(self, router: Router, versions: dict[str, int]) -> list[Rollback]:
         """Flush outcome deltas, read every replica's window, judge; raises ``StoreUnavailable``.
 
-        Returns the rollbacks the service should apply (compare-and-set on the version).
+        ``versions``: the stored version of each experiment of ``router`` (taken with it).
+        Returns the rollbacks the service should apply (compare-and-set on that version).
         """
         out: list[Rollback] = []
         now_slot = int(self._clock() // self.slot_s)
@@ -212,7 +215,7 @@ class GuardrailMonitor:
             for v in names:
                 self._metrics.guardrail_breached.labels(name, v).set(1.0 if v in verdict.breaches else 0.0)
             if verdict.rollback:
-                out.append(rollback_change(exp.config, verdict, self.sustain))
+                out.append(rollback_change(exp.config, versions.get(name, 0), verdict, self.sustain))
         for key in [k for k in self._streaks if k[0] not in live or k[1] != router.experiment(k[0]).guard_id]:
             del self._streaks[key]
         for key in [k for k in self._sent if k[0] not in live]:

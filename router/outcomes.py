@@ -8,7 +8,7 @@ allocation. Counts are cumulative; the flusher (``guardrails.py``) sends deltas.
 What counts (decided by the gateway, documented in router/README.md):
 
 * a successful answer: ``ok(latency_s)`` puts its latency into one of ``len(BOUNDS) + 1``
-  log-spaced buckets (factor 2^(1/8), ≈ 9 % wide, 100 µs .. ~60 s, then overflow);
+  log-spaced buckets (factor 2^(1/8), ≈ 9 % wide, 100 µs .. ~57 s, then overflow);
 * an error attributable to the variant (``model_unavailable``, ``deadline_exceeded``,
   ``unavailable``, ``internal``): ``failed()``;
 * anything else (a client's 4xx, load shed with 429, the feature store being down, a client
@@ -62,7 +62,7 @@ def quantile_ms(buckets: Sequence[int] | dict[int, int], q: float = 0.99) -> flo
     """The q-quantile (ms) of bucketed latencies: the upper bound of the bucket holding it.
 
     ``buckets`` is a dense list or a sparse {bucket index: count}; None when empty. The
-    overflow bucket reports ``inf``.
+    overflow bucket reports the top bound (≈ 57,100 ms): a lower bound there.
     """
     items: Iterable[tuple[int, int]] = buckets.items() if isinstance(buckets, dict) else enumerate(buckets)
     pairs = sorted((i, n) for i, n in items if n > 0)
@@ -74,8 +74,8 @@ def quantile_ms(buckets: Sequence[int] | dict[int, int], q: float = 0.99) -> flo
     for i, n in pairs:
         seen += n
         if seen >= rank:
-            return BOUNDS[i] * 1e3 if i < len(BOUNDS) else float("inf")
-    return float("inf")  # pragma: no cover - rounding only
+            return BOUNDS[min(i, len(BOUNDS) - 1)] * 1e3
+    return BOUNDS[-1] * 1e3  # pragma: no cover - rounding only
 
 
 def guard_id(config: "ExperimentConfig", alloc_id: str) -> str:

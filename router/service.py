@@ -247,7 +247,9 @@ class RouterService:
         """Send outcome counts, judge every experiment over the window of all replicas, and
         apply due rollbacks; returns the experiments this replica rolled back."""
         done = []
-        for rb in await self._guard.evaluate(self._router):
+        router = self._router  # the versions judged are this snapshot's: a later change wins
+        versions = {name: self.version(name) for name in router.experiments()}
+        for rb in await self._guard.evaluate(router, versions):
             if await self._apply_rollback(rb):
                 done.append(rb.experiment)
         return done
@@ -259,7 +261,7 @@ class RouterService:
                   "reason": rb.reason, "figures": rb.figures}
         try:
             version = await self._put(rb.experiment, rb.body, GUARDRAIL_TOKEN, reason=rb.reason,
-                                      figures=rb.figures, expected_version=self.version(rb.experiment),
+                                      figures=rb.figures, expected_version=rb.version,
                                       rollback=record, check_targets=False)
         except VersionConflict as e:
             log.info("router: guardrail rollback of %r not needed: %s", rb.experiment, e.message)

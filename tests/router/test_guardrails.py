@@ -226,3 +226,20 @@ async def test_compare_and_set_and_reason_through_the_admin_api(redis_client, pr
                                             "last_rollback"}
         hist = (await admin.get("/admin/experiments/exp/history", headers=auth)).json()["history"]
         assert [h.get("reason") for h in hist] == ["ramp to 30 %", None]
+
+
+async def test_a_stale_verdict_loses_to_a_newer_change(redis_client, prefix) -> None:
+    writer, stale = service(redis_client, prefix), service(redis_client, prefix)
+    await writer.put_experiment("exp", body(), "ops")
+    await stale.resync()
+    feed(stale, "a", ok=500)
+    feed(stale, "b", ok=90, failed=10)
+    assert await stale.evaluate_guardrails() == []
+    # a person changes the experiment; the stale replica has not heard of it yet (no subscriber)
+    await writer.put_experiment("exp", body(80, 20), "ops", reason="person ramps b")
+    assert weights(stale) == {"a": 90, "b": 10}
+    assert await stale.evaluate_guardrails() == []  # its compare-and-set on version 1 fails: a no-op
+    hist = await writer.history("exp")
+    assert [(h["version"], h["token_id"]) for h in hist] == [(2, "ops"), (1, "ops")]
+    await stale.resync()
+    assert weights(stale) == {"a": 80, "b": 20}
