@@ -1,12 +1,13 @@
 """Exposure aggregation across replicas and the live SRM verdict, on distinct units.
 
-The hot path bumps a per-bucket counter and appends the unit id to its variant's list inside
+The hot path bumps a per-bucket counter and appends the unit id to a list inside
 ``CompiledExperiment``; this module, off the hot path, every flush:
 
 * turns the counters into per-variant *request* deltas and HINCRBYs them into Redis;
-* empties the unit lists (synchronously, before any I/O, so they hold at most one flush
-  interval of requests), de-duplicates them and SADDs the new units into one Redis set per
-  (allocation, variant); SCARD gives the exact distinct count over every replica.
+* empties the unit list (synchronously, before any I/O, so it holds at most one flush
+  interval of requests), de-duplicates it, splits it by variant (the unit's hash again) and
+  SADDs the new units into one Redis set per (allocation, variant); SCARD gives the exact
+  distinct count over every replica.
 
 SRM is judged on distinct units (requests per unit vary a lot, which makes request counts
 overdispersed); request counts are kept beside them. Everything is keyed by allocation id,
@@ -46,20 +47,21 @@ class ExposureAggregator:
         self.dropped: dict[str, int] = {}  # name -> units dropped over the pending bound
 
     def _take_units(self, key: tuple[str, str], exp: CompiledExperiment) -> None:
-        """Move the hot path's unit lists into the pending sets (no await: nothing is lost)."""
-        new = [set(lst) for lst in exp.units]
-        for lst in exp.units:
-            lst.clear()
+        """Move the hot path's unit list into the pending sets (no await: nothing is lost)."""
+        distinct = set(exp.units)
+        exp.units.clear()
         pending = self._pending.get(key)
         if pending is None:
-            pending = self._pending[key] = [set() for _ in exp.units]
-        n_new = sum(map(len, new))
+            pending = self._pending[key] = [set() for _ in exp.config.variants]
+        n_new = len(distinct)
+        if not n_new:
+            return
         if sum(map(len, pending)) + n_new > self.max_pending_units:
             name = key[0]
             self.dropped[name] = self.dropped.get(name, 0) + n_new
             self._metrics.units_dropped.labels(name).inc(n_new)
             return
-        for p, s in zip(pending, new):
+        for p, s in zip(pending, exp.split_units(distinct)):
             p |= s
 
     async def flush(self, router: Router) -> None:
@@ -116,7 +118,8 @@ class ExposureAggregator:
             return "aggregate", {v.name: got[1].get(v.name, 0) for v in exp.config.variants}
         pending = self._pending.get((exp.config.name, exp.alloc_id))
         sizes = [len(p) for p in pending] if pending else [0] * len(exp.config.variants)
-        return "local", {v.name: n + len(set(lst)) for v, n, lst in zip(exp.config.variants, sizes, exp.units)}
+        fresh = exp.split_units(exp.units)
+        return "local", {v.name: n + len(f) for v, n, f in zip(exp.config.variants, sizes, fresh)}
 
     def srm(self, exp: CompiledExperiment) -> SrmResult:
         """The SRM check on distinct units (what the gauges and the admin API show)."""
