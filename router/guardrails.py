@@ -195,7 +195,9 @@ class GuardrailMonitor:
         live = set()
         for name, exp in router.experiments().items():
             if exp.config.status != "running":
-                self._verdicts.pop(name, None)
+                if self._verdicts.pop(name, None) is not None:
+                    for v in exp.config.variants:  # nothing is judged while paused/stopped
+                        self._metrics.guardrail_breached.labels(name, v.name).set(0.0)
                 continue
             live.add(name)
             g = exp.config.guardrails
