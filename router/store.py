@@ -88,7 +88,7 @@ class ExperimentStore:
         self._p = f"{key_prefix}router:"
         self.channel = f"{self._p}changes"
         self.history_limit = history_limit
-        self._put_script = redis.register_script(_PUT_LUA)
+        self._put_script: Any = None  # registered on first use, where its errors are translated
 
     async def load_all(self) -> dict[str, StoredExperiment]:
         try:
@@ -130,6 +130,8 @@ class ExperimentStore:
         keys = [f"{self._p}versions", f"{self._p}experiments", f"{self._p}history:{name}",
                 f"{self._p}guardrail_rollbacks"]
         try:
+            if self._put_script is None:
+                self._put_script = self._redis.register_script(_PUT_LUA)
             ok, version = await self._put_script(keys=keys, args=args)
         except _STORE_ERRORS as e:
             raise StoreUnavailable(f"storing experiment {name!r}: {type(e).__name__}") from e
