@@ -18,6 +18,8 @@ over it are dropped as a whole (variant-neutral, so the check stays unbiased) an
 
 from __future__ import annotations
 
+import asyncio
+
 from .assign import CompiledExperiment, Router
 from .metrics import RouterMetrics
 from .srm import SrmResult, srm_check
@@ -28,7 +30,7 @@ __all__ = ["ExposureAggregator"]
 
 class ExposureAggregator:
     __slots__ = ("_store", "_metrics", "alpha", "units_ttl_s", "max_pending_units", "_flushed",
-                 "_totals", "_pending", "_units", "dropped")
+                 "_totals", "_pending", "_units", "dropped", "_lock")
 
     def __init__(self, store: ExperimentStore, metrics: RouterMetrics, alpha: float = 0.001, *,
                  units_ttl_s: int = 7 * 24 * 3600, max_pending_units: int = 500_000) -> None:
@@ -45,6 +47,9 @@ class ExposureAggregator:
         self._pending: dict[tuple[str, str], list[set[str]]] = {}  # units not yet in Redis
         self._units: dict[str, tuple[str, dict[str, int]]] = {}  # name -> (alloc, distinct units)
         self.dropped: dict[str, int] = {}  # name -> units dropped over the pending bound
+        # One flush at a time: two overlapping ones (the flusher and stop(), or a caller)
+        # would diff against the same "already sent" and send the deltas twice.
+        self._lock = asyncio.Lock()
 
     def _take_units(self, key: tuple[str, str], exp: CompiledExperiment) -> None:
         """Move the hot path's unit list into the pending sets (no await: nothing is lost)."""
@@ -70,6 +75,10 @@ class ExposureAggregator:
         Deltas are only marked as sent after Redis accepted them, so an outage delays
         counts but loses none (units: up to the pending bound).
         """
+        async with self._lock:
+            await self._flush(router)
+
+    async def _flush(self, router: Router) -> None:
         live: dict[tuple[str, str], CompiledExperiment] = {}
         for name, exp in router.experiments().items():
             if exp.config.status == "running":

@@ -19,6 +19,7 @@ nothing moves (there is no better place to send its units).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -150,7 +151,7 @@ class GuardrailMonitor:
     """This replica's side of the guardrails: outcome deltas out, window figures in, verdicts."""
 
     __slots__ = ("_store", "_metrics", "window_s", "min_requests", "sustain", "slot_s", "_clock",
-                 "_sent", "_streaks", "_verdicts", "last_rollbacks")
+                 "_sent", "_streaks", "_verdicts", "last_rollbacks", "_lock")
 
     def __init__(self, store: ExperimentStore, metrics: RouterMetrics, *, window_s: float = 10.0,
                  min_requests: int = 100, sustain: int = 2, slot_s: float = 1.0,
@@ -166,6 +167,7 @@ class GuardrailMonitor:
         self._streaks: dict[tuple[str, str], dict[str, int]] = {}  # (name, guard id) -> streaks
         self._verdicts: dict[str, tuple[str, Verdict]] = {}  # name -> (guard id, last verdict)
         self.last_rollbacks: dict[str, dict[str, Any]] = {}
+        self._lock = asyncio.Lock()  # one evaluation at a time: deltas are sent once
 
     def _deltas(self, exp: CompiledExperiment) -> tuple[dict[str, int], dict[tuple[str, str], tuple[Any, int, list[int]]]]:
         deltas: dict[str, int] = {}
@@ -190,6 +192,10 @@ class GuardrailMonitor:
         ``versions``: the stored version of each experiment of ``router`` (taken with it).
         Returns the rollbacks the service should apply (compare-and-set on that version).
         """
+        async with self._lock:
+            return await self._evaluate(router, versions)
+
+    async def _evaluate(self, router: Router, versions: dict[str, int]) -> list[Rollback]:
         out: list[Rollback] = []
         now_slot = int(self._clock() // self.slot_s)
         live = set()

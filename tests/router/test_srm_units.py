@@ -103,3 +103,16 @@ async def test_pending_units_are_bounded_while_redis_is_away(redis_client, prefi
             assert sum(state["exposures"]["counts"].values()) == 1_200  # request counts lose nothing
         finally:
             await client.aclose()
+
+
+async def test_overlapping_flushes_count_once(redis_client, prefix) -> None:
+    import asyncio
+
+    svc = demo_service(redis_client, prefix)
+    await svc.resync()
+    for u in units(50_000):
+        svc.router.assign("clf", u)
+    await asyncio.gather(svc.flush_exposures(), svc.flush_exposures(), svc.flush_exposures())
+    state = svc.state("clf-demo")
+    assert sum(state["exposures"]["counts"].values()) == 50_000
+    assert sum(state["units"]["counts"].values()) == 50_000
