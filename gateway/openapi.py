@@ -170,6 +170,26 @@ _SCHEMAS: dict[str, Any] = {
             "token_id": {"type": "string", "nullable": True},
             "config": {"type": "object"}, "allocation": {"type": "object"}, "exposures": {"type": "object"},
             "srm": {"type": "object", "nullable": True}, "redis_connected": {"type": "boolean"},
+            "reason": {"type": "string", "nullable": True,
+                       "description": "x-change-reason of the stored change"},
+            "units": {"type": "object", "description": "distinct units per variant (SRM is run on these)"},
+            "srm_requests": {"type": "object", "description": "the SRM check on request counts, for comparison"},
+            "guardrails": {"$ref": "#/components/schemas/GuardrailState"},
+        },
+    },
+    "GuardrailState": {
+        "type": "object",
+        "required": ["configured", "state", "window_s", "min_requests", "variants", "last_rollback"],
+        "properties": {
+            "configured": {"type": "object", "nullable": True},
+            "state": {"type": "string", "enum": ["off", "insufficient_data", "ok", "breached", "rolled_back"]},
+            "window_s": {"type": "number"}, "min_requests": {"type": "integer"},
+            "variants": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                "requests": {"type": "integer"}, "errors": {"type": "integer"},
+                "error_rate": {"type": "number", "nullable": True},
+                "p99_ms": {"type": "number", "nullable": True}}}},
+            "last_rollback": {"type": "object", "nullable": True,
+                              "description": "{at, variant, reason, figures, version} of the last guardrail rollback"},
         },
     },
 }
@@ -181,7 +201,9 @@ _RESPONSES: dict[str, Any] = {
     "NotFound": _json_response("no such model, experiment or route", _ERROR),
     "MethodNotAllowed": _json_response("the path exists but not for this method (see the Allow header)",
                                        _ERROR, {"Allow": {"schema": {"type": "string"}}}),
-    "Conflict": _json_response("another experiment already routes this model", _ERROR),
+    "Conflict": _json_response("model_conflict: another experiment already routes this model; "
+                               "version_conflict: the stored version is not the If-Match one "
+                               "(current_version names it)", _ERROR),
     "PayloadTooLarge": _json_response("the body (or its decompressed form) exceeds the limit", _ERROR),
     "UnsupportedMediaType": _json_response("a content type or content encoding the route does not take", _ERROR),
     "Overloaded": _json_response("shed on purpose: too many requests in flight or the queue is full; "
@@ -212,6 +234,13 @@ _PARAMS = {
     "Override": {"name": "x-variant-override", "in": "header", "required": False,
                  "description": "force a variant; honoured only with an admin bearer token",
                  "schema": {"type": "string"}},
+    "ChangeReason": {"name": "x-change-reason", "in": "header", "required": False,
+                     "description": "why: kept in the history entry as `reason` (1 to 1000 characters)",
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 1000, "pattern": "\\S"}},
+    "IfMatch": {"name": "if-match", "in": "header", "required": False,
+                "description": "store only if the stored version is this one (0: never stored); "
+                               "else 409 version_conflict",
+                "schema": {"type": "string", "pattern": "^([0-9]+|\"[0-9]+\")$"}},
     "HeaderLength": {"name": "inference-header-content-length", "in": "header", "required": False,
                      "description": "Triton binary extension: length of the JSON header before raw tensors",
                      "schema": {"type": "integer", "minimum": 0}},
@@ -316,7 +345,7 @@ def _paths() -> dict[str, Any]:
                               "503": _ref("StoreUnavailable"), **_errors(401, 404, 405)}},
             "put": {
                 "operationId": "putExperiment", "tags": ["admin"], "security": _ADMIN_SECURITY,
-                "parameters": [_p("Experiment")],
+                "parameters": [_p("Experiment"), _p("ChangeReason"), _p("IfMatch")],
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/ExperimentConfig"}}}},
                 "responses": {"200": _json_response("stored, applied and announced to every replica", {

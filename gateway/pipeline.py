@@ -18,6 +18,10 @@ from gateway.metrics import GatewayMetrics
 from gateway.request import InferRequest, InferResult
 from gateway.unexpected import UnexpectedErrors
 
+# Errors the router's guardrails charge to the variant (5xx-class, from its target); a
+# client's 4xx, a 429 shed and features_unavailable say nothing about the variant.
+VARIANT_ERRORS = frozenset({"model_unavailable", "deadline_exceeded", "unavailable", "internal"})
+
 
 class RouterSource(Protocol):
     """The router package's RouterService: a current `router` snapshot whose `assign()`
@@ -71,6 +75,8 @@ class Pipeline:
             vm.queue.observe(info.t_sent - t_feat)
             vm.inference.observe(info.t_done - info.t_sent)
             vm.latency.observe(t_end - t0)
+            if a.outcome is not None:  # the guardrails' per-variant counts
+                a.outcome.ok(t_end - t0)
             if a.shadow is not None:
                 self._start_shadow(a, rows, out, deadline)
             timings = None
@@ -85,6 +91,8 @@ class Pipeline:
             err = self._errors.translate(exc)
             self._unexpected.report(err, "pipeline", req.model, a.variant)
             vm.errors[err.code].inc()
+            if a.outcome is not None and err.code in VARIANT_ERRORS:
+                a.outcome.failed()
             if err is exc:
                 raise
             raise err from exc

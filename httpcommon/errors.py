@@ -42,6 +42,8 @@ CODES: Mapping[str, Code] = {
     "invalid_field": Code(400, "a field is missing or has the wrong type, shape or dtype "
                                "(`inputs`, `inputs[0].shape`, `entity.user_id`, a header, ...)", "data"),
     "invalid_limit": Code(400, "`limit` is not an integer", "admin"),
+    "invalid_header": Code(400, "`if-match` is not a version number, or `x-change-reason` is empty or too long",
+                           "admin"),
     "invalid_config": Code(400, "the experiment config is invalid", "admin"),
     "unknown_field": Code(400, "the config has a field it does not know", "admin"),
     "missing_field": Code(400, "the config lacks a required field", "admin"),
@@ -59,6 +61,8 @@ CODES: Mapping[str, Code] = {
     "model_not_found": Code(404, "no experiment routes this model", "data"),
     "method_not_allowed": Code(405, "the path exists, not for this method (see `Allow`)"),
     "model_conflict": Code(409, "another experiment already routes this model", "admin"),
+    "version_conflict": Code(409, "`if-match` names an older version: the body's `current_version` is "
+                                  "the stored one (no lost update)", "admin"),
     "payload_too_large": Code(413, "the body, or its decompressed form, is over the limit (1 MiB)"),
     "unsupported_media_type": Code(415, "a content type or encoding the route does not take", "data"),
     "overloaded": Code(429, "shed on purpose: the in-flight limit or a variant's queue is full", "data"),
@@ -79,18 +83,21 @@ DATA_PLANE: tuple[str, ...] = tuple(code for code, c in CODES.items() if c.plane
 _RETRY_AFTER = (b"retry-after", str(RETRY_AFTER_S).encode())
 
 
-def render(code: str, message: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """(status, JSON body, extra headers) for one error; `code` must be in `CODES`."""
+def render(code: str, message: str, fields: Mapping[str, object] | None = None
+           ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """(status, JSON body, extra headers) for one error; `code` must be in `CODES`; `fields`
+    adds members to the body (e.g. `current_version` of a `version_conflict`)."""
     c = CODES[code]
-    body = orjson.dumps({"error": code, "message": message})
+    body = orjson.dumps({"error": code, "message": message, **(fields or {})})
     return c.status, body, [_RETRY_AFTER] if c.retry_after else []
 
 
-def response(code: str, message: str, headers: Mapping[str, str] | None = None):
+def response(code: str, message: str, headers: Mapping[str, str] | None = None,
+             fields: Mapping[str, object] | None = None):
     """The same error as a Starlette `Response` (for Starlette routes and handlers)."""
     from starlette.responses import Response
 
-    status, body, extra = render(code, message)
+    status, body, extra = render(code, message, fields)
     out = Response(body, status_code=status, media_type="application/json", headers=dict(headers or {}))
     for name, value in extra:
         out.headers[name.decode()] = value.decode()

@@ -12,7 +12,9 @@ from .errors import (
     StoreUnavailable,
     UnknownModel,
     UnknownVariant,
+    VersionConflict,
 )
+from .outcomes import VariantOutcomes
 from .types import Assignment, Target
 
 __all__ = [
@@ -31,6 +33,8 @@ __all__ = [
     "UnknownModel",
     "UnknownVariant",
     "StoreUnavailable",
+    "VersionConflict",
+    "VariantOutcomes",
 ]
 
 

@@ -10,7 +10,10 @@ Every route needs ``Authorization: Bearer <token>`` (scheme in any case: one par
 each configured token with ``hmac.compare_digest`` and only its *id* is ever recorded. Errors
 are rendered by ``httpcommon.errors`` like the gateway's, from the same list of codes:
 401 unauthorized, 400 bad config (``invalid_json``, ``invalid_config``, ``weights_sum``, ...),
-404 not_found, 409 model_conflict, 413 payload_too_large, 503 store_unavailable (+ Retry-After).
+404 not_found, 409 model_conflict / version_conflict (with ``current_version``), 413
+payload_too_large, 503 store_unavailable (+ Retry-After), 400 invalid_header. A PUT may carry
+``x-change-reason`` (kept in the history entry) and ``if-match: <version>`` (the change is
+stored only if the stored version is still that one).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from starlette.routing import Route
 from httpcommon.auth import match_token
 from httpcommon.errors import response
 
-from .errors import ConfigError, ModelConflict, StoreUnavailable
+from .errors import ConfigError, ModelConflict, StoreUnavailable, VersionConflict
 
 if TYPE_CHECKING:
     from .service import RouterService
@@ -33,6 +36,19 @@ if TYPE_CHECKING:
 __all__ = ["admin_routes", "tokens_from_env", "authenticate"]
 
 _MAX_BODY = 1 << 20
+_MAX_REASON = 1000
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """``if-match: 7`` or ``"7"`` (an entity tag) -> 7; None when absent; ValueError otherwise."""
+    if value is None:
+        return None
+    v = value.strip()
+    if len(v) >= 2 and v[0] == v[-1] == '"':
+        v = v[1:-1]
+    if not v.isdigit():
+        raise ValueError(value)
+    return int(v)
 
 
 def tokens_from_env(environ: Mapping[str, str], var: str = "INFERGATE_ADMIN_TOKENS") -> dict[str, str]:
@@ -94,11 +110,21 @@ def admin_routes(service: "RouterService") -> list[Route]:
         if len(raw) > _MAX_BODY:
             return _error("payload_too_large", "body: config over 1 MiB")
         try:
+            expected = parse_if_match(request.headers.get("if-match"))
+        except ValueError:
+            return _error("invalid_header", "if-match: must be a stored version number, e.g. 7")
+        reason = request.headers.get("x-change-reason")
+        if reason is not None and (not reason.strip() or len(reason) > _MAX_REASON):
+            return _error("invalid_header", f"x-change-reason: must be 1 to {_MAX_REASON} characters")
+        try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             return _error("invalid_json", f"body is not JSON: {e}")
         try:
-            version = await service.put_experiment(name, body, token_id)
+            version = await service.put_experiment(name, body, token_id, reason=reason and reason.strip(),
+                                                   expected_version=expected)
+        except VersionConflict as e:
+            return response(e.code, e.message, fields={"current_version": e.current})
         except ModelConflict as e:
             return _error(e.code, e.message)
         except ConfigError as e:

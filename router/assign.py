@@ -2,7 +2,9 @@
 
 A ``CompiledExperiment`` turns one ``ExperimentConfig`` into a 10,000-entry table of
 prebuilt ``Assignment`` objects at load time, so the hot path is one mmh3 hash, one modulo
-and one list index (plus one dict probe for the allowlist and one counter increment).
+and one list index (plus one dict probe for the allowlist, one counter increment and one
+list append of the unit id, for SRM on distinct units). Each variant's ``Assignment``
+carries that variant's ``VariantOutcomes`` for the guardrails.
 A ``Router`` is an immutable snapshot of compiled experiments keyed by public model name;
 the service swaps the whole snapshot on reload, so no request sees half a config.
 """
@@ -18,6 +20,7 @@ import mmh3
 from .allocate import BUCKETS, allocate, shadow_buckets, unit_seed
 from .config import ExperimentConfig
 from .errors import ModelConflict, UnknownModel, UnknownVariant
+from .outcomes import VariantOutcomes, guard_id
 from .types import Assignment, Target
 
 __all__ = ["CompiledExperiment", "Router", "allocation_id"]
@@ -33,21 +36,32 @@ def allocation_id(config: ExperimentConfig) -> str:
 class CompiledExperiment:
     """One experiment, precomputed for the hot path. Built once per config load."""
 
-    __slots__ = ("config", "alloc_id", "owner", "exposures", "_seed", "_table", "_allow",
-                 "_by_variant", "_fixed")
+    __slots__ = ("config", "alloc_id", "guard_id", "owner", "exposures", "units", "outcomes",
+                 "_seed", "_table", "_allow", "_by_variant", "_fixed", "_add_unit")
 
-    def __init__(self, config: ExperimentConfig, exposures: list[int] | None = None) -> None:
+    def __init__(self, config: ExperimentConfig, exposures: list[int] | None = None,
+                 units: list[str] | None = None,
+                 outcomes: dict[str, VariantOutcomes] | None = None) -> None:
         self.config = config
         self.alloc_id = allocation_id(config)
+        self.guard_id = guard_id(config, self.alloc_id)
         # Exposure counts per bucket: a plain list increment is the cheapest counter Python has.
         self.exposures = exposures if exposures is not None else [0] * BUCKETS
+        # Unit ids seen since the last flush: a bound list.append is the cheapest record Python
+        # has (one noisy micro-benchmark here: +10 ns, against +40 ns for one list per variant
+        # and +120 ns for a set insert); the flusher de-duplicates,
+        # splits by variant (``split_units``) and empties it each interval (exposures.py).
+        self.units = units if units is not None else []
+        self._add_unit = self.units.append
+        self.outcomes = outcomes if outcomes is not None else {v.name: VariantOutcomes() for v in config.variants}
         self._seed = unit_seed(config.salt, config.bucket_version)
         quotas = [(v.name, v.buckets) for v in config.variants]
         self.owner = allocate(config.salt, config.bucket_version, quotas, config.control)
         shadow = config.shadow
         pair = (shadow.variant, shadow.target) if shadow else None
-        plain = {v.name: Assignment(config.name, v.name, v.target, None) for v in config.variants}
-        mirrored = {v.name: Assignment(config.name, v.name, v.target, pair) for v in config.variants}
+        out = self.outcomes
+        plain = {v.name: Assignment(config.name, v.name, v.target, None, out[v.name]) for v in config.variants}
+        mirrored = {v.name: Assignment(config.name, v.name, v.target, pair, out[v.name]) for v in config.variants}
         if shadow is not None and shadow.buckets:
             mask = shadow_buckets(config.salt, config.bucket_version, shadow.variant, shadow.buckets)
         else:
@@ -72,6 +86,7 @@ class CompiledExperiment:
             return found
         b = mmh3.hash(unit_id, self._seed, False) % BUCKETS
         self.exposures[b] += 1
+        self._add_unit(unit_id)
         return self._table[b]
 
     def bucket_counts(self) -> dict[str, int]:
@@ -81,6 +96,14 @@ class CompiledExperiment:
         for i in self.owner:
             counts[names[i]] += 1
         return counts
+
+    def split_units(self, units: "set[str] | list[str]") -> list[set[str]]:
+        """Unit ids by the variant their hash gives (config order); off the hot path."""
+        out: list[set[str]] = [set() for _ in self.config.variants]
+        owner, seed, h = self.owner, self._seed, mmh3.hash
+        for u in units:
+            out[owner[h(u, seed, False) % BUCKETS]].add(u)
+        return out
 
     def variant_exposures(self) -> list[int]:
         """Exposures per variant (config order) since this allocation was loaded here."""
@@ -124,14 +147,17 @@ class Router:
 
     @classmethod
     def from_configs(cls, configs: Iterable[ExperimentConfig], previous: "Router | None" = None) -> "Router":
-        """Compile configs, reusing ``previous``'s work and exposure counts where unchanged."""
+        """Compile configs, reusing ``previous``'s work and exposure counts where unchanged
+        (and its outcome counters while the variants' targets are unchanged too)."""
         compiled = []
         for cfg in configs:
             old = previous._by_name.get(cfg.name) if previous is not None else None
             if old is not None and old.config == cfg:
                 compiled.append(old)
             elif old is not None and old.alloc_id == allocation_id(cfg):
-                compiled.append(CompiledExperiment(cfg, old.exposures))
+                same_guard = old.guard_id == guard_id(cfg, old.alloc_id)
+                compiled.append(CompiledExperiment(cfg, old.exposures, old.units,
+                                                   old.outcomes if same_guard else None))
             else:
                 compiled.append(CompiledExperiment(cfg))
         return cls(compiled)

@@ -70,6 +70,17 @@ class Shadow:
 class Guardrails:
     max_error_rate: float | None = None  # fraction in [0, 1]
     max_p99_ms: float | None = None
+    # Per-experiment overrides of the service's defaults (None = the service's).
+    window_s: float | None = None  # sliding window the figures are summed over
+    min_requests: int | None = None  # per variant in the window before it is judged
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"max_error_rate": self.max_error_rate, "max_p99_ms": self.max_p99_ms}
+        if self.window_s is not None:
+            out["window_s"] = self.window_s
+        if self.min_requests is not None:
+            out["min_requests"] = self.min_requests
+        return out
 
     def breaches(self, error_rate: float, p99_ms: float) -> list[str]:
         """Which guardrails the observed numbers break (the caller decides what to do)."""
@@ -120,8 +131,7 @@ class ExperimentConfig:
             s = self.shadow
             out["shadow"] = {"variant": s.variant, "share": s.share, "target": _target_dict(s.target)}
         if self.guardrails is not None:
-            g = self.guardrails
-            out["guardrails"] = {"max_error_rate": g.max_error_rate, "max_p99_ms": g.max_p99_ms}
+            out["guardrails"] = self.guardrails.to_dict()
         return out
 
 
@@ -254,11 +264,17 @@ def parse_experiment(obj: Any, where: str = "experiment") -> ExperimentConfig:
     guard = None
     if m.get("guardrails") is not None:
         gw = f"{where}.guardrails"
-        gm = _mapping(m["guardrails"], gw, {"max_error_rate", "max_p99_ms"}, set())
+        gm = _mapping(m["guardrails"], gw, {"max_error_rate", "max_p99_ms", "window_s", "min_requests"}, set())
         rate = _positive(gm.get("max_error_rate"), f"{gw}.max_error_rate")
         if rate is not None and rate > 1:
             raise ConfigError(f"{gw}.max_error_rate: must be a fraction in [0, 1], got {rate!r}")
-        guard = Guardrails(rate, _positive(gm.get("max_p99_ms"), f"{gw}.max_p99_ms"))
+        window = _positive(gm.get("window_s"), f"{gw}.window_s")
+        if window is not None and not 1 <= window <= 3600:
+            raise ConfigError(f"{gw}.window_s: must be between 1 and 3600 seconds, got {window!r}")
+        min_req = gm.get("min_requests")
+        if min_req is not None and (isinstance(min_req, bool) or not isinstance(min_req, int) or min_req < 1):
+            raise ConfigError(f"{gw}.min_requests: must be a positive integer, got {min_req!r}")
+        guard = Guardrails(rate, _positive(gm.get("max_p99_ms"), f"{gw}.max_p99_ms"), window, min_req)
 
     return ExperimentConfig(
         name=name, model=model, salt=salt, status=status, variants=tuple(variants),

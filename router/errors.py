@@ -13,6 +13,7 @@ __all__ = [
     "UnknownModel",
     "UnknownVariant",
     "StoreUnavailable",
+    "VersionConflict",
 ]
 
 
@@ -38,6 +39,21 @@ class ModelConflict(ConfigError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="model_conflict")
+
+
+class VersionConflict(ConfigError):
+    """A compare-and-set change (``If-Match``) met another stored version (admin API: 409).
+
+    ``current`` is the stored version, so the caller can re-read and retry.
+    """
+
+    def __init__(self, experiment: str, current: int, expected: int) -> None:
+        super().__init__(
+            f"experiment {experiment!r} is at version {current}, not {expected}: re-read it and retry",
+            code="version_conflict",
+        )
+        self.current = current
+        self.expected = expected
 
 
 class UnknownModel(RouterError, LookupError):

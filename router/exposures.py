@@ -1,12 +1,24 @@
-"""Exposure aggregation across replicas and the live SRM verdict.
+"""Exposure aggregation across replicas and the live SRM verdict, on distinct units.
 
-The hot path only bumps a per-bucket list counter inside ``CompiledExperiment``; this module,
-off the hot path, turns those into per-variant deltas, HINCRBYs them into Redis (so every
-replica sees the totals of all), and runs the SRM check on the result. Counts are keyed by
-allocation id, so a weight change starts fresh counts.
+The hot path bumps a per-bucket counter and appends the unit id to a list inside
+``CompiledExperiment``; this module, off the hot path, every flush:
+
+* turns the counters into per-variant *request* deltas and HINCRBYs them into Redis;
+* empties the unit list (synchronously, before any I/O, so it holds at most one flush
+  interval of requests), de-duplicates it, splits it by variant (the unit's hash again) and
+  SADDs the new units into one Redis set per (allocation, variant); SCARD gives the exact
+  distinct count over every replica.
+
+SRM is judged on distinct units (requests per unit vary a lot, which makes request counts
+overdispersed); request counts are kept beside them. Everything is keyed by allocation id,
+so a weight change starts fresh counts. While Redis is down, de-duplicated units wait in
+memory up to ``max_pending_units`` per experiment; a flush interval's units that would go
+over it are dropped as a whole (variant-neutral, so the check stays unbiased) and counted.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from .assign import CompiledExperiment, Router
 from .metrics import RouterMetrics
@@ -17,58 +29,118 @@ __all__ = ["ExposureAggregator"]
 
 
 class ExposureAggregator:
-    __slots__ = ("_store", "_metrics", "alpha", "_flushed", "_totals")
+    __slots__ = ("_store", "_metrics", "alpha", "units_ttl_s", "max_pending_units", "_flushed",
+                 "_totals", "_pending", "_units", "dropped", "_lock")
 
-    def __init__(self, store: ExperimentStore, metrics: RouterMetrics, alpha: float = 0.001) -> None:
+    def __init__(self, store: ExperimentStore, metrics: RouterMetrics, alpha: float = 0.001, *,
+                 units_ttl_s: int = 7 * 24 * 3600, max_pending_units: int = 500_000) -> None:
         self._store = store
         self._metrics = metrics
         self.alpha = alpha
+        self.units_ttl_s = units_ttl_s
+        self.max_pending_units = max_pending_units
         # What this replica already sent, per allocation, with the counter list it was read
         # from: a config that leaves and comes back gets fresh counters (a new list), and
         # must not be diffed against the old ones (that sent negative deltas).
         self._flushed: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
         self._totals: dict[str, tuple[str, dict[str, int]]] = {}  # name -> (alloc, all replicas)
+        self._pending: dict[tuple[str, str], list[set[str]]] = {}  # units not yet in Redis
+        self._units: dict[str, tuple[str, dict[str, int]]] = {}  # name -> (alloc, distinct units)
+        self.dropped: dict[str, int] = {}  # name -> units dropped over the pending bound
+        # One flush at a time: two overlapping ones (the flusher and stop(), or a caller)
+        # would diff against the same "already sent" and send the deltas twice.
+        self._lock = asyncio.Lock()
+
+    def _take_units(self, key: tuple[str, str], exp: CompiledExperiment) -> None:
+        """Move the hot path's unit list into the pending sets (no await: nothing is lost)."""
+        distinct = set(exp.units)
+        exp.units.clear()
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = [set() for _ in exp.config.variants]
+        n_new = len(distinct)
+        if not n_new:
+            return
+        if sum(map(len, pending)) + n_new > self.max_pending_units:
+            name = key[0]
+            self.dropped[name] = self.dropped.get(name, 0) + n_new
+            self._metrics.units_dropped.labels(name).inc(n_new)
+            return
+        for p, s in zip(pending, exp.split_units(distinct)):
+            p |= s
 
     async def flush(self, router: Router) -> None:
-        """Send new exposures of every running experiment; raises ``StoreUnavailable``.
+        """Send new exposures and units of every running experiment; raises ``StoreUnavailable``.
 
         Deltas are only marked as sent after Redis accepted them, so an outage delays
-        counts but loses none.
+        counts but loses none (units: up to the pending bound).
         """
-        live = set()
+        async with self._lock:
+            await self._flush(router)
+
+    async def _flush(self, router: Router) -> None:
+        live: dict[tuple[str, str], CompiledExperiment] = {}
         for name, exp in router.experiments().items():
-            if exp.config.status != "running":
-                continue
-            key = (name, exp.alloc_id)
-            live.add(key)
+            if exp.config.status == "running":
+                key = (name, exp.alloc_id)
+                live[key] = exp
+                self._take_units(key, exp)
+        for stale in [k for k in (*self._flushed, *self._pending) if k not in live]:
+            self._flushed.pop(stale, None)
+            self._pending.pop(stale, None)
+        for key, exp in live.items():
+            name = key[0]
+            names = [v.name for v in exp.config.variants]
             counts = exp.variant_exposures()
             source, prev = self._flushed.get(key) or (None, None)
             if source is not exp.exposures or prev is None:
                 prev = [0] * len(counts)
-            deltas = {v.name: c - p for v, c, p in zip(exp.config.variants, counts, prev)}
+            deltas = {v: c - p for v, c, p in zip(names, counts, prev)}
             totals = await self._store.add_exposures(name, exp.alloc_id, deltas)
             self._flushed[key] = (exp.exposures, counts)
             self._totals[name] = (exp.alloc_id, totals)
+            pending = self._pending[key]
+            units = await self._store.add_units(name, exp.alloc_id, dict(zip(names, pending)),
+                                                self.units_ttl_s)
+            self._pending[key] = [set() for _ in names]
+            self._units[name] = (exp.alloc_id, units)
             res = self.srm(exp)
             if res.p_value is not None:
                 self._metrics.srm_p_value.labels(name).set(res.p_value)
                 self._metrics.srm_flagged.labels(name).set(1.0 if res.flagged else 0.0)
-            for v in exp.config.variants:
-                self._metrics.exposures.labels(name, v.name).set(totals.get(v.name, 0))
-        for key in [k for k in self._flushed if k not in live]:
-            del self._flushed[key]
+            for v in names:
+                self._metrics.exposures.labels(name, v).set(totals.get(v, 0))
+                self._metrics.units.labels(name, v).set(units.get(v, 0))
 
     def counts(self, exp: CompiledExperiment) -> tuple[str, dict[str, int]]:
-        """("aggregate", totals of all replicas) when flushed, else ("local", this replica's)."""
+        """Requests: ("aggregate", totals of all replicas) when flushed, else ("local", this replica's)."""
         got = self._totals.get(exp.config.name)
         if got is not None and got[0] == exp.alloc_id:
             return "aggregate", {v.name: got[1].get(v.name, 0) for v in exp.config.variants}
         return "local", dict(zip((v.name for v in exp.config.variants), exp.variant_exposures()))
 
+    def unit_counts(self, exp: CompiledExperiment) -> tuple[str, dict[str, int]]:
+        """Distinct units: ("aggregate", over all replicas) when flushed, else ("local",
+        this replica's units not yet flushed)."""
+        got = self._units.get(exp.config.name)
+        if got is not None and got[0] == exp.alloc_id:
+            return "aggregate", {v.name: got[1].get(v.name, 0) for v in exp.config.variants}
+        pending = self._pending.get((exp.config.name, exp.alloc_id))
+        sizes = [len(p) for p in pending] if pending else [0] * len(exp.config.variants)
+        fresh = exp.split_units(exp.units)
+        return "local", {v.name: n + len(f) for v, n, f in zip(exp.config.variants, sizes, fresh)}
+
     def srm(self, exp: CompiledExperiment) -> SrmResult:
+        """The SRM check on distinct units (what the gauges and the admin API show)."""
+        counts = self.unit_counts(exp)[1]
+        return srm_check([counts[v.name] for v in exp.config.variants],
+                         [v.weight for v in exp.config.variants], self.alpha)
+
+    def srm_requests(self, exp: CompiledExperiment) -> SrmResult:
+        """The same check on request counts: shown beside, for comparison only."""
         counts = self.counts(exp)[1]
-        observed = [counts[v.name] for v in exp.config.variants]
-        return srm_check(observed, [v.weight for v in exp.config.variants], self.alpha)
+        return srm_check([counts[v.name] for v in exp.config.variants],
+                         [v.weight for v in exp.config.variants], self.alpha)
 
     def __repr__(self) -> str:
         return f"<ExposureAggregator experiments={len(self._totals)} alpha={self.alpha}>"

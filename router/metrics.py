@@ -6,7 +6,7 @@ result does no label look-up after the first time.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["RouterMetrics"]
 
@@ -15,8 +15,9 @@ _DIFF_BUCKETS = (0.0, 1e-6, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 class RouterMetrics:
-    __slots__ = ("shadow_latency", "shadow_diff", "srm_p_value", "srm_flagged", "exposures",
-                 "config_version", "_shadow_children")
+    __slots__ = ("shadow_latency", "shadow_diff", "srm_p_value", "srm_flagged", "exposures", "units",
+                 "units_dropped", "config_version", "guardrail_rollbacks", "guardrail_breached",
+                 "_shadow_children")
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.shadow_latency = Histogram(
@@ -28,7 +29,7 @@ class RouterMetrics:
             ["experiment", "variant"], registry=registry, buckets=_DIFF_BUCKETS,
         )
         self.srm_p_value = Gauge(
-            "router_srm_p_value", "Chi-square p-value of exposures vs configured weights",
+            "router_srm_p_value", "Chi-square p-value of distinct units per variant vs configured weights",
             ["experiment"], registry=registry, multiprocess_mode="livemostrecent",
         )
         self.srm_flagged = Gauge(
@@ -38,6 +39,24 @@ class RouterMetrics:
         self.exposures = Gauge(
             "router_exposures", "Exposures of the current allocation, aggregated over replicas",
             ["experiment", "variant"], registry=registry, multiprocess_mode="livemostrecent",
+        )
+        self.units = Gauge(
+            "router_units", "Distinct units exposed in the current allocation, aggregated over replicas",
+            ["experiment", "variant"], registry=registry, multiprocess_mode="livemostrecent",
+        )
+        self.units_dropped = Counter(
+            "router_units_dropped_total",
+            "Unit ids not counted for SRM: over the pending bound while Redis was unavailable",
+            ["experiment"], registry=registry,
+        )
+        self.guardrail_rollbacks = Counter(
+            "router_guardrail_rollbacks_total",
+            "Treatments whose weight a guardrail breach moved to control (counted by the replica that applied it)",
+            ["experiment", "variant"], registry=registry,
+        )
+        self.guardrail_breached = Gauge(
+            "router_guardrail_breached", "1 while the variant breaks a guardrail over the window, else 0",
+            ["experiment", "variant"], registry=registry, multiprocess_mode="livemax",
         )
         self.config_version = Gauge(
             "router_config_version", "Stored version of the live experiment config",

@@ -4,8 +4,9 @@ replicas, and aggregates exposure counts for the SRM check.
 * ``start()`` loads stored configs (stored ones win over ``initial`` by name; an initial
   experiment whose model a stored one claims is dropped), then runs two background tasks:
   a pub/sub subscriber that re-reads the stored configs on every notification (and every
-  ``resync_interval_s`` as a safety net), reconnecting with exponential backoff, and an
-  exposure flusher that HINCRBYs per-variant deltas every ``flush_interval_s``.
+  ``resync_interval_s`` as a safety net), reconnecting with exponential backoff, and a
+  flusher that every ``flush_interval_s`` sends exposures and distinct units (SRM) and
+  outcome counts (guardrails), and applies a guardrail rollback when one is due.
 * A reload builds a complete new ``Router`` and swaps one attribute, so a request sees the
   old or the new snapshot, never a mix. Any failure keeps the last good snapshot.
 """
@@ -24,8 +25,9 @@ from redis.exceptions import RedisError
 
 from .assign import Router
 from .config import ExperimentConfig, parse_experiment
-from .errors import ConfigError, ModelConflict, StoreUnavailable
+from .errors import ConfigError, ModelConflict, StoreUnavailable, VersionConflict
 from .exposures import ExposureAggregator
+from .guardrails import GUARDRAIL_TOKEN, GuardrailMonitor, Rollback
 from .metrics import RouterMetrics
 from .srm import SrmResult
 from .store import ExperimentStore, StoredExperiment
@@ -58,6 +60,13 @@ class RouterService:
         backoff_max_s: float = 5.0,
         srm_alpha: float = 0.001,
         history_limit: int = 1000,
+        units_ttl_s: int = 7 * 24 * 3600,
+        max_pending_units: int = 500_000,
+        guardrail_window_s: float = 10.0,
+        guardrail_min_requests: int = 100,
+        guardrail_sustain: int = 2,
+        guardrail_slot_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
         self._store = ExperimentStore(redis, key_prefix, history_limit)
@@ -69,7 +78,11 @@ class RouterService:
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._router = Router.from_configs(self._initial.values())
         self._meta: dict[str, StoredExperiment] = {}
-        self._exposures = ExposureAggregator(self._store, self._metrics, srm_alpha)
+        self._exposures = ExposureAggregator(self._store, self._metrics, srm_alpha, units_ttl_s=units_ttl_s,
+                                             max_pending_units=max_pending_units)
+        self._guard = GuardrailMonitor(self._store, self._metrics, window_s=guardrail_window_s,
+                                       min_requests=guardrail_min_requests, sustain=guardrail_sustain,
+                                       slot_s=guardrail_slot_s, clock=clock)
         self._callbacks: list[ChangeCallback] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._sync_lock = asyncio.Lock()
@@ -188,8 +201,21 @@ class RouterService:
         rec = self._meta.get(name)
         return rec.version if rec is not None else 0
 
-    async def put_experiment(self, name: str, body: Any, token_id: str) -> int:
-        """Validate, store, notify, apply locally. Raises ConfigError / StoreUnavailable."""
+    async def put_experiment(self, name: str, body: Any, token_id: str, *, reason: str | None = None,
+                             figures: dict[str, Any] | None = None,
+                             expected_version: int | None = None) -> int:
+        """Validate, store, notify, apply locally; returns the new version.
+
+        ``reason`` and ``figures`` go into the history entry. ``expected_version`` makes the
+        write a compare-and-set (0 = never stored). Raises ConfigError / ModelConflict /
+        VersionConflict / StoreUnavailable.
+        """
+        return await self._put(name, body, token_id, reason=reason, figures=figures,
+                               expected_version=expected_version)
+
+    async def _put(self, name: str, body: Any, token_id: str, *, reason: str | None,
+                   figures: dict[str, Any] | None, expected_version: int | None,
+                   rollback: dict[str, Any] | None = None, check_targets: bool = True) -> int:
         if isinstance(body, Mapping) and "name" not in body:
             body = {**body, "name": name}
         cfg = parse_experiment(body, "body")
@@ -198,9 +224,10 @@ class RouterService:
         for other in self._router.configs():
             if other.name != name and other.model == cfg.model:
                 raise ModelConflict(f"model {cfg.model!r} is already routed by experiment {other.name!r}")
-        if self.target_check is not None:
+        if check_targets and self.target_check is not None:
             await self.target_check(cfg)  # e.g. the gateway asks Triton; raises ConfigError
-        version = await self._store.put(name, cfg.to_dict(), token_id)
+        version = await self._store.put(name, cfg.to_dict(), token_id, reason=reason, figures=figures,
+                                        expected_version=expected_version, rollback=rollback)
         try:
             await self.resync()
         except StoreUnavailable:
@@ -210,11 +237,38 @@ class RouterService:
     async def history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
         return await self._store.history(name, limit)
 
-    # -- exposures and SRM ----------------------------------------------------------------
+    # -- exposures, SRM and guardrails ---------------------------------------------------
 
     async def flush_exposures(self) -> None:
-        """Push this replica's new exposures to Redis and refresh the aggregated SRM."""
+        """Push this replica's new exposures and units to Redis and refresh the aggregated SRM."""
         await self._exposures.flush(self._router)
+
+    async def evaluate_guardrails(self) -> list[str]:
+        """Send outcome counts, judge every experiment over the window of all replicas, and
+        apply due rollbacks; returns the experiments this replica rolled back."""
+        done = []
+        router = self._router  # the versions judged are this snapshot's: a later change wins
+        versions = {name: self.version(name) for name in router.experiments()}
+        for rb in await self._guard.evaluate(router, versions):
+            if await self._apply_rollback(rb):
+                done.append(rb.experiment)
+        return done
+
+    async def _apply_rollback(self, rb: Rollback) -> bool:
+        """Store one rollback, compare-and-set on the version that was judged: when another
+        replica (or a person) changed the experiment first, this is a no-op."""
+        record = {"at": time.time(), "variant": rb.variants[0], "variants": list(rb.variants),
+                  "reason": rb.reason, "figures": rb.figures}
+        try:
+            version = await self._put(rb.experiment, rb.body, GUARDRAIL_TOKEN, reason=rb.reason,
+                                      figures=rb.figures, expected_version=rb.version,
+                                      rollback=record, check_targets=False)
+        except VersionConflict as e:
+            log.info("router: guardrail rollback of %r not needed: %s", rb.experiment, e.message)
+            return False
+        self._guard.applied(rb, {**record, "version": version})
+        log.warning("router: %s rolled back to version %d: %s", rb.experiment, version, rb.reason)
+        return True
 
     def srm(self, name: str) -> SrmResult | None:
         exp = self._router.experiment(name)
@@ -226,6 +280,7 @@ class RouterService:
         if exp is None:
             return None
         source, counts = self._exposures.counts(exp)
+        usource, units = self._exposures.unit_counts(exp)
         res = self._exposures.srm(exp)
         meta = self._meta.get(name)
         return {
@@ -234,10 +289,14 @@ class RouterService:
             "source": "redis" if meta is not None else "initial",
             "updated_at": meta.updated_at if meta else None,
             "token_id": meta.token_id if meta else None,
+            "reason": meta.reason if meta else None,
             "config": exp.config.to_dict(),
             "allocation": {"id": exp.alloc_id, "buckets": exp.bucket_counts()},
             "exposures": {"source": source, "counts": counts},
-            "srm": {**res.to_dict(), "alpha": self._exposures.alpha},
+            "units": {"source": usource, "counts": units, "dropped": self._exposures.dropped.get(name, 0)},
+            "srm": {**res.to_dict(), "alpha": self._exposures.alpha, "basis": "units"},
+            "srm_requests": {**self._exposures.srm_requests(exp).to_dict(), "alpha": self._exposures.alpha},
+            "guardrails": self._guard.state(exp, meta is not None and meta.token_id == GUARDRAIL_TOKEN),
             "redis_connected": self.connected,
         }
 
@@ -285,13 +344,15 @@ class RouterService:
     async def _flush_loop(self) -> None:
         while not self._stopping.is_set():
             await self._pause(self._flush_interval_s)
-            try:
-                await self.flush_exposures()
-            except StoreUnavailable as e:
-                log.debug("router: exposure flush skipped: %s", e)
-            except Exception:
-                # A bug or an unforeseen client error must not end SRM counting for good.
-                log.exception("router: exposure flush failed; retrying next interval")
+            for step in (self.flush_exposures, self.evaluate_guardrails):
+                try:
+                    await step()
+                except StoreUnavailable as e:
+                    log.debug("router: %s skipped: %s", step.__name__, e)
+                except Exception:
+                    # A bug or an unforeseen client error must not end SRM counting or the
+                    # guardrails for good.
+                    log.exception("router: %s failed; retrying next interval", step.__name__)
 
     def __repr__(self) -> str:
         names = ",".join(f"{n}@{self.version(n)}" for n in sorted(self._router.experiments()))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .outcomes import VariantOutcomes
 
 __all__ = ["Target", "Assignment"]
 
@@ -21,10 +25,13 @@ class Assignment:
 
     Instances are built once per config load and shared; the hot path returns one of them.
     ``shadow`` is ``(shadow variant name, its target)`` when the request should also be
-    mirrored to the shadow variant, else ``None``.
+    mirrored to the shadow variant, else ``None``. ``outcome`` is the variant's outcome
+    counter (``router.outcomes.VariantOutcomes``) the gateway records each finished request
+    into, for the guardrails; ``None`` on assignments built by hand.
     """
 
     experiment: str
     variant: str
     target: Target
     shadow: tuple[str, Target] | None = None
+    outcome: "VariantOutcomes | None" = field(default=None, compare=False, repr=False)

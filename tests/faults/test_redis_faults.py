@@ -177,12 +177,15 @@ class _ResetRedis:
         return fail
 
 
-@pytest.mark.parametrize("call", ["load_all", "put", "history", "add_exposures"])
+@pytest.mark.parametrize("call", ["load_all", "put", "history", "add_exposures", "add_units", "add_outcomes",
+                                  "read_outcomes", "rollbacks"])
 async def test_store_translates_a_reset_connection_into_store_unavailable(call: str) -> None:
     from router.errors import StoreUnavailable
 
     store = ExperimentStore(_ResetRedis(), "x:")  # type: ignore[arg-type]
-    args = {"load_all": (), "put": ("e", {}, "t"), "history": ("e",), "add_exposures": ("e", "a", {"a": 1})}
+    args = {"load_all": (), "put": ("e", {}, "t"), "history": ("e",), "add_exposures": ("e", "a", {"a": 1}),
+            "add_units": ("e", "a", {"a": {"u1"}}, 60), "add_outcomes": ("e", "g", 1, {"a|e": 1}, 60),
+            "read_outcomes": ("e", "g", range(3)), "rollbacks": ()}
     with pytest.raises(StoreUnavailable):
         await getattr(store, call)(*args[call])
 

@@ -158,14 +158,23 @@ async def test_srm_in_admin_state_and_gauge(admin, service, registry) -> None:
     state = (await admin.get("/admin/experiments/clf-demo", headers=AUTH)).json()
     assert state["exposures"]["source"] == "aggregate" and sum(state["exposures"]["counts"].values()) == 100_000
     assert state["srm"]["flagged"] is False
-    # inject a skew (~48/52): a bug that re-sends 4,000 of arm b's units, counted twice
+    # a bug that re-sends 4,000 of arm b's units: requests skew (~48/52), distinct units do not
     shadow_copy = CompiledExperiment(router.experiment("clf-demo").config)  # counts elsewhere
     arm_b = [u for u in units(100_000) if shadow_copy.assign(u).variant == "b"][:4_000]
     for u in arm_b:
         assert router.assign("clf", u).variant == "b"
     await service.flush_exposures()
     state = (await admin.get("/admin/experiments/clf-demo", headers=AUTH)).json()
+    assert state["srm_requests"]["flagged"] is True and state["srm"]["basis"] == "units"
+    assert state["srm"]["flagged"] is False and sum(state["units"]["counts"].values()) == 100_000
+    # 4,000 new units reach arm b only (a's were lost): the distinct units skew, and SRM flags it
+    extra = [u for u in units(20_000, "late") if shadow_copy.assign(u).variant == "b"][:4_000]
+    for u in extra:
+        router.assign("clf", u)
+    await service.flush_exposures()
+    state = (await admin.get("/admin/experiments/clf-demo", headers=AUTH)).json()
     assert state["srm"]["flagged"] is True and state["srm"]["p_value"] < 0.001
+    assert state["units"]["counts"]["b"] - state["units"]["counts"]["a"] > 3_000
     assert registry.get_sample_value("router_srm_flagged", {"experiment": "clf-demo"}) == 1.0
 
 
