@@ -27,7 +27,7 @@ import numpy as np
 from registry.errors import BadInput, DeployFailed, LifecycleError, NotFound
 from registry.gateway_client import GatewayAdmin
 from registry.signature import Signature
-from registry.store import ModelStore, VersionRef
+from registry.store import ModelStore, VersionRef, triton_folder
 from registry.triton_control import TritonReplicas
 
 TRITON_VERSION_TAG = "infergate.triton_version"
@@ -150,12 +150,18 @@ class Lifecycle:
         try:
             served = replicas.served_signature(model)
             with tempfile.TemporaryDirectory(prefix="infergate-deploy-") as tmp:
-                folder = self.store.download(ref, Path(tmp))
+                local = self.store.download(ref, Path(tmp))
+                folder = triton_folder(local)
                 sig = Signature.for_folder(folder)
                 problems = sig.mismatches(served, model)
                 if problems:
                     raise BadInput(f"{ref.uri} does not fit the served model {model!r}: " + "; ".join(problems))
-                expected = self.store.load_pyfunc(ref).predict(fixed_rows(sig))
+                pyfunc = self.store.load_pyfunc(ref, local)
+                try:
+                    expected = pyfunc.predict(fixed_rows(sig))
+                except Exception as exc:
+                    raise DeployFailed(f"{ref.uri}: its pyfunc fails on {CHECK_ROWS} fixed rows: "
+                                       f"{type(exc).__name__}: {exc}") from exc
                 t_fetched = time.monotonic()
                 before = set().union(*replicas.ready_versions(model).values())
                 tv, created = self.install(ref, folder, repo / model)

@@ -22,6 +22,7 @@ from registry.signature import Signature
 T = TypeVar("T")
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 TRITON_ARTIFACT = "triton"
+_UNREACHABLE = ("NewConnectionError", "Max retries", "Connection refused", "timed out", "OperationalError")
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,24 @@ class ModelStore:
         from mlflow.tracking import MlflowClient
         self.uri = uri or mlflow_uri()
         self._mlflow = mlflow
-        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        if self.uri.startswith(("postgresql", "mysql", "mssql")):
+            self._probe_database()
+        self.client = self._call("open the registry",
+                                 lambda: MlflowClient(tracking_uri=self.uri, registry_uri=self.uri))
+
+    def _probe_database(self, timeout_s: int = 3) -> None:
+        """MLflow retries a dead database for ~100 s before it says so; one quick try first."""
+        import sqlalchemy
+        args = {"connect_timeout": timeout_s} if self.uri.startswith("postgresql") else {}
+        engine = sqlalchemy.create_engine(self.uri, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect():
+                pass
+        except Exception as exc:
+            raise RegistryUnavailable(f"registry database {_redact(self.uri)} unreachable: "
+                                      f"{type(exc).__name__}: {_first_line(str(exc))}") from None
+        finally:
+            engine.dispose()
 
     def __repr__(self) -> str:
         return f"<ModelStore {self.uri}>"
@@ -67,11 +85,13 @@ class ModelStore:
                 raise NotFound(f"{what}: {_first_line(exc.message)}") from None
             if code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
                 raise BadInput(f"{what}: {_first_line(exc.message)}") from None
-            raise RegistryUnavailable(f"{what}: MLflow at {self.uri} failed: {_first_line(str(exc))}") from exc
+            text = str(exc)
+            how = "unreachable" if any(k in text for k in _UNREACHABLE) else "failed"
+            raise RegistryUnavailable(f"{what}: MLflow at {_redact(self.uri)} {how}: {_first_line(text)}") from exc
         except (BadInput, NotFound):
             raise
         except Exception as exc:  # connection refused, database down, timeouts: one message
-            raise RegistryUnavailable(f"{what}: MLflow at {self.uri} unreachable: "
+            raise RegistryUnavailable(f"{what}: MLflow at {_redact(self.uri)} unreachable: "
                                       f"{type(exc).__name__}: {_first_line(str(exc))}") from exc
 
     # -- writing -------------------------------------------------------------------------
@@ -149,23 +169,40 @@ class ModelStore:
         return {a: str(v) for a, v in (rm.aliases or {}).items()}
 
     def download(self, ref: VersionRef, dst: Path) -> Path:
-        """The version's Triton folder, copied under `dst`."""
+        """The version's MLflow model directory (MLmodel, code, artifacts/triton/), under `dst`."""
         from mlflow.artifacts import download_artifacts
-        path = self._call(f"download {ref.model}/{ref.version}", lambda: download_artifacts(
-            artifact_uri=f"{ref.uri}", dst_path=str(dst), tracking_uri=self.uri))
-        folder = Path(path) / "artifacts" / TRITON_ARTIFACT
-        if not (folder / "model.py").is_file():
+        path = Path(self._call(f"download {ref.model}/{ref.version}", lambda: download_artifacts(
+            artifact_uri=ref.uri, dst_path=str(dst), tracking_uri=self.uri)))
+        if not (triton_folder(path) / "model.py").is_file():
             raise BadInput(f"{ref.uri}: not a Triton version (no artifacts/{TRITON_ARTIFACT}/model.py)")
-        return folder
+        return path
 
-    def load_pyfunc(self, ref: VersionRef) -> Any:
-        self._mlflow.set_registry_uri(self.uri)
-        self._mlflow.set_tracking_uri(self.uri)
-        return self._call(f"load {ref.uri}", lambda: self._mlflow.pyfunc.load_model(ref.uri))
+    def load_pyfunc(self, ref: VersionRef, local: Path | None = None) -> Any:
+        """MLflow's pyfunc of the version (from a downloaded copy when given). A version whose
+        own code fails to load is a bad version, not a registry outage."""
+        from registry.errors import DeployFailed
+        if local is None:
+            local = self.download(ref, Path(tempfile.mkdtemp(prefix="infergate-pyfunc-")))
+        try:
+            return self._mlflow.pyfunc.load_model(str(local))
+        except Exception as exc:
+            raise DeployFailed(f"{ref.uri}: its pyfunc does not load: {type(exc).__name__}: "
+                               f"{_first_line(str(exc))}") from exc
 
     def _ref(self, mv: Any) -> VersionRef:
         return VersionRef(mv.name, str(mv.version), mv.run_id, tuple(getattr(mv, "aliases", []) or ()),
                           dict(mv.tags or {}))
+
+
+def triton_folder(model_dir: Path) -> Path:
+    """Where a downloaded version keeps its Triton version folder."""
+    return Path(model_dir) / "artifacts" / TRITON_ARTIFACT
+
+
+def _redact(uri: str) -> str:
+    """A database URI without its password."""
+    import re
+    return re.sub(r"://([^:/@]+):[^@]*@", lambda m: f"://{m.group(1)}:***@", uri)
 
 
 def _first_line(text: str) -> str:
