@@ -8,8 +8,10 @@ unknown names become `NotFound`, anything that looks like a dead server or datab
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +131,9 @@ class ModelStore:
                 if alias:
                     self.client.set_registered_model_alias(model, alias, mv.version)
                 return self._ref(self.client.get_model_version(model, mv.version))
-            return self._call(f"register {model}", log)
+            # MLflow prints "View run ... at URL" on stdout: keep stdout for our answer.
+            with contextlib.redirect_stdout(sys.stderr):
+                return self._call(f"register {model}", log)
 
     def set_alias(self, model: str, alias: str, version: str) -> None:
         self._call(f"alias {model}@{alias}",
