@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install triton-runtime model-repo demo serve test bench profile wrk clean
+.PHONY: install triton-runtime model-repo demo serve test bench profile wrk clean rollout-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench: triton-runtime wrk
 
 profile: triton-runtime wrk
 	$(BIN)/python -m bench.profile
+
+# A trained version registered, deployed at 10 %, ramped to 100 % under wrk (c=64), promoted.
+rollout-demo: triton-runtime wrk
+	$(BIN)/python -m registry.demo $(ARGS)
 
 clean:
 	rm -rf $(VENV) .triton-venv .pytest_cache

@@ -1,7 +1,9 @@
 """`make serve`: Triton + the gateway on 127.0.0.1:$GATEWAY_PORT (8080) until interrupted.
 
 Extra arguments go to `python -m gateway` (e.g. `--features off`, `--workers 2`).
-Everything started here is stopped on Ctrl-C or SIGTERM.
+Everything started here is stopped on Ctrl-C or SIGTERM. Triton serves the git-ignored working
+copy `.served/model_repo/` (refreshed from model_repo/ at start), where `python -m registry
+deploy` may add versions.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import signal
 import sys
 import threading
 
-from runtime.stack import Stack
+from runtime.stack import Stack, served_repository
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with Stack(gateway_args=args, gateway_port=port) as stack:
+    with Stack(gateway_args=args, gateway_port=port, repository=served_repository()) as stack:
         print(f"triton  {stack.triton!r}\ngateway {stack.gateway.url}  (logs in {stack.log_dir})")
         print("Ctrl-C to stop", flush=True)
         while not stop.is_set():
