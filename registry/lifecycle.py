@@ -49,7 +49,11 @@ class Lifecycle:
     repository: Path | None = None        # overrides what the gateway reports
     report: Callable[[str], None] = lambda line: None
     ready_timeout_s: float = 60.0
+    up_wait_s: float = 15.0
     drain_timeout_s: float = 30.0
+    # Only the gateway process that answers is watched; the other replicas / --workers got the
+    # same change within ~20 ms through Redis and retire on the same schedule: a margin for them.
+    settle_s: float = 1.0
     atol: float = 1e-6
     rtol: float = 1e-5
     timings: dict[str, float] = field(default_factory=dict)
@@ -57,11 +61,18 @@ class Lifecycle:
     # -- what the gateway knows ------------------------------------------------------------
 
     def replicas(self) -> tuple[TritonReplicas, Path]:
-        doc = self.gateway.triton()
-        urls = [r["url"] for r in doc.get("replicas", [])]
-        down = [r["url"] for r in doc.get("replicas", []) if not r.get("up")]
-        if down:
-            raise LifecycleError(f"Triton replica(s) {down} are down: a version must load on every replica")
+        # Triton says "not ready" while a model of it loads or unloads (strict readiness), so a
+        # replica that just swapped versions reads as down for a moment: wait that out.
+        deadline = time.monotonic() + self.up_wait_s
+        while True:
+            doc = self.gateway.triton()
+            urls = [r["url"] for r in doc.get("replicas", [])]
+            down = [r["url"] for r in doc.get("replicas", []) if not r.get("up")]
+            if not down:
+                break
+            if time.monotonic() > deadline:
+                raise LifecycleError(f"Triton replica(s) {down} are down: a version must load on every replica")
+            time.sleep(0.2)
         repo = self.repository or doc.get("model_repository")
         if not repo:
             raise BadInput("the gateway does not report its model repository "
@@ -164,12 +175,18 @@ class Lifecycle:
                                        f"{type(exc).__name__}: {exc}") from exc
                 t_fetched = time.monotonic()
                 before = set().union(*replicas.ready_versions(model).values())
+                routed = self.routed_versions(model)
+                if "" in routed:
+                    raise BadInput(f"an experiment routes {model} without a version (latest): a new "
+                                   "version would change what it serves; pin its version first")
                 tv, created = self.install(ref, folder, repo / model)
                 self.report(f"deploy: {ref.uri} -> {repo / model / tv} ({'written' if created else 'already there'})")
             t_written = time.monotonic()
             try:
                 if tv not in before:
-                    replicas.load(model, before | {tv})
+                    # Triton reloads every version it keeps (one stub start each): keep only
+                    # the routed ones, plus the new one.
+                    replicas.load(model, (before & routed) | {tv})
                 ready_s = replicas.wait_ready(model, tv, self.ready_timeout_s)
                 self.report(f"deploy: {model}:{tv} ready on {len(replicas.urls)} replica(s)")
                 for url, got in replicas.infer(model, tv, sig, fixed_rows(sig)).items():
@@ -302,6 +319,7 @@ class Lifecycle:
                 self.report(f"unload: {model}:{version} still held after {self.drain_timeout_s:g}s; kept")
                 return False
             time.sleep(0.1)
+        time.sleep(self.settle_s)
         loaded = set().union(*replicas.ready_versions(model).values())
         if version not in loaded:
             return False
