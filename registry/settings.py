@@ -32,7 +32,10 @@ def artifact_root(uri: str) -> str | None:
 
 
 def quiet_mlflow(environ: dict[str, str] | None = None) -> None:
-    """A CLI must fail fast: MLflow's HTTP client retries for minutes by default."""
+    """A CLI must fail fast: MLflow's HTTP client retries for minutes by default. Its advice
+    on type hints and input examples is noise for an operator."""
+    import warnings
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\.|$)")
     env = os.environ if environ is None else environ
     env.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     env.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
