@@ -203,8 +203,12 @@ class Lifecycle:
             nv = self.variant(new, variant)
             nv["target"] = {"model": model, "version": tv}
             nv["weight"] = weight
-            self._rebalance(new, experiment)
-            self._put(experiment, new, f"registry: deploy {ref.uri} as {variant} at {weight:g}%", cfg_version)
+            try:
+                self._rebalance(new, experiment)
+                self._put(experiment, new, f"registry: deploy {ref.uri} as {variant} at {weight:g}%", cfg_version)
+            except LifecycleError:   # refused or lost: the new version must not stay behind
+                self._undo(replicas, model, before, tv, created, repo)
+                raise
             t_live = time.monotonic()
             self.report(f"deploy: {experiment}/{variant} -> {model}:{tv} at {weight:g}%")
             self.store.set_tag(ref, TRITON_VERSION_TAG, tv)

@@ -92,4 +92,33 @@ def test_register_deploy_promote_without_a_failed_request(stack2, trained, mlflo
     assert code == 0, err
     status = json.loads(out)
     assert status["aliases"] == {"challenger": "1", "champion": "1"}
+
+    # A second version at 20 %, then rolled back: b back on the control's version at 0 %, the
+    # version unloaded after drain, its alias left for a person to inspect.
+    from registry.train import train
+    train(trained.parent / "v2", seed=23, max_iter=20)
+    code, out, err = cli(monkeypatch, capsys, env, "register", "--model", "clf", "--path",
+                         str(trained.parent / "v2"), "--alias", "challenger")
+    assert code == 0 and out.strip() == "2", err
+    with Load(stack2.url) as load2:
+        code, out, err = cli(monkeypatch, capsys, env, "deploy", "--model", "clf", "--alias", "challenger",
+                             "--experiment", EXPERIMENT, "--variant", "b", "--weight", "20", "--json", *gw)
+        assert code == 0, err
+        tv2 = json.loads(out)["triton_version"]
+        assert tv2 == "4" and all(tv2 in r for r in ready_versions(stack2))
+        code, out, err = cli(monkeypatch, capsys, env, "rollback", "--experiment", EXPERIMENT, "--variant", "b",
+                             "--json", *gw)
+        assert code == 0, err
+        assert json.loads(out) == {"experiment": EXPERIMENT, "variant": "b", "changed": True, "unloaded": tv2}
+    assert load2.failures == [] and load2.versions.get(tv2, 0) > 0, (load2.statuses, load2.versions)
+    state = admin(stack2.url, f"/admin/experiments/{EXPERIMENT}")
+    assert {v["name"]: (v["weight"], v["target"]["version"]) for v in state["config"]["variants"]} == {
+        "a": (100, tv), "b": (0, tv)}
+    assert all(r == {tv} for r in ready_versions(stack2))
+    from registry.store import ModelStore
+    assert ModelStore(mlflow_sqlite).aliases("clf") == {"challenger": "2", "champion": "1"}
+    history = admin(stack2.url, f"/admin/experiments/{EXPERIMENT}/history?limit=1")["history"]
+    assert [v["weight"] for v in history[0]["config"]["variants"]] == [100, 0]
+    code, out, err = cli(monkeypatch, capsys, env, "rollback", "--experiment", EXPERIMENT, "--variant", "b", *gw)
+    assert code == 0 and "already" in out, err
     print(f"\n[deploy] timings {deployed['timings_s']}; load: {load.statuses} versions {load.versions}")
