@@ -85,3 +85,26 @@ def test_pyfunc_wrapper_runs_the_version_model_py(tmp_path):
     got = model.predict(None, x)
     assert got.dtype == np.float32 and got.shape == (9, 4)
     np.testing.assert_allclose(got, reference_forward(load_weights(1), x), atol=1e-6)
+
+
+def test_install_is_atomic_numbered_and_reused(tmp_path):
+    """A version folder lands under the next free number by rename; the same registered
+    version installs once."""
+    from types import SimpleNamespace
+    from registry.lifecycle import Lifecycle
+    from registry.store import VersionRef
+    model_dir = tmp_path / "clf"
+    for v in ("1", "2"):
+        (model_dir / v).mkdir(parents=True)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.py").write_text("# model\n")
+    lc = Lifecycle(SimpleNamespace(uri="sqlite:///x.db"), gateway=None)  # type: ignore[arg-type]
+    one, two = VersionRef("clf", "1", None), VersionRef("clf", "2", None)
+    assert lc.install(one, src, model_dir) == ("3", True)
+    assert lc.install(one, src, model_dir) == ("3", False)
+    assert lc.install(two, src, model_dir) == ("4", True)
+    assert sorted(p.name for p in model_dir.iterdir()) == ["1", "2", "3", "4"]
+    assert (model_dir / "4" / "model.py").read_text() == "# model\n"
+    with pytest.raises(BadInput, match="no 'other' directory"):
+        lc.install(one, src, tmp_path / "other")
