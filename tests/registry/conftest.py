@@ -88,21 +88,24 @@ def mlflow_sqlite(tmp_path: Path) -> str:
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mlflow server -w 1` over a PostgreSQL database of its own, dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
+    try:
+        import psycopg2
+    except ImportError:
+        require(False, "psycopg2 is not installed: pip install -e '.[registry]'")
     db = f"infergate_reg_{uuid.uuid4().hex[:10]}"
     try:
-        admin = psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True,
-                                connect_timeout=3)
-    except psycopg.OperationalError as exc:
+        admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=3)
+        admin.autocommit = True
+    except psycopg2.OperationalError as exc:
         require(False, f"PostgreSQL at 127.0.0.1:5432 unreachable: {exc}")
     base = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     proc = None
     try:
-        admin.execute(f'CREATE DATABASE "{db}"')
+        admin.cursor().execute(f'CREATE DATABASE "{db}"')
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
         cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "-w", "1", "--host", "127.0.0.1",
-               "--port", str(port), "--backend-store-uri", f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}",
+               "--port", str(port), "--backend-store-uri", f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}",
                "--artifacts-destination", str(base / "artifacts")]
         log = open(base / "mlflow.log", "wb")
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -131,5 +134,5 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
                 proc.wait()
-        admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         admin.close()

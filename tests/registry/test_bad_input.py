@@ -119,7 +119,7 @@ def test_mlflow_unreachable_fails_clearly_and_the_gateway_keeps_serving(stack2, 
                              "--variant", "b", "--weight", "10", "--gateway", stack2.url)
         took = time.monotonic() - t0
         code_pg, _, err_pg = cli(monkeypatch, capsys, stack2.env, "--mlflow-uri",
-                                 f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none",
+                                 f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/none",
                                  "status", "--model", "clf")
     assert code == 1 and "unreachable" in err and dead in err, err
     assert took < 30, took
