@@ -5,12 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install triton-runtime model-repo demo serve test bench profile wrk clean
+.PHONY: install triton-runtime model-repo demo serve test bench profile wrk clean rollout-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
-	$(BIN)/python -m pip install -q -e '.[features,bench,dev]'
+	$(BIN)/python -m pip install -q -e '.[features,bench,dev,registry]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -39,6 +39,10 @@ bench: triton-runtime wrk
 
 profile: triton-runtime wrk
 	$(BIN)/python -m bench.profile
+
+# A trained version registered, deployed at 10 %, ramped to 100 % under wrk (c=64), promoted.
+rollout-demo: triton-runtime wrk
+	$(BIN)/python -m registry.demo $(ARGS)
 
 clean:
 	rm -rf $(VENV) .triton-venv .pytest_cache

@@ -92,6 +92,11 @@ class MicroBatcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
+    @property
+    def in_flight(self) -> int:
+        """Triton calls sent and not yet answered."""
+        return self._in_flight
+
     def submit(self, rows: np.ndarray, deadline: float) -> asyncio.Future:
         """Queue `rows` (2-D float32); the future resolves to (outputs, BatchInfo).
 

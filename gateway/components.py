@@ -49,6 +49,10 @@ class Components:
         self._own_features = features is None
         self.specs: dict[str, ModelSpec] = {}       # Triton model name -> spec
         self.batchers: dict[Any, MicroBatcher] = {}  # router Target -> batcher
+        # Targets no experiment routes to any more: first a grace period (still in `batchers`,
+        # for requests assigned just before the change), then drained here, then dropped.
+        self._retiring: dict[Any, asyncio.Task] = {}
+        self.draining: dict[Any, MicroBatcher] = {}
         self.shapes: dict[str, ModelShape] = {}      # public model -> widths
         self.v1 = V1Codec(self.shapes)
         self.v2: dict[str, V2Codec] = {}
@@ -133,8 +137,13 @@ class Components:
         Called at start-up and after every config swap; existing batchers are kept, so a
         weight change costs nothing on the request path. A target Triton cannot serve is
         logged and skipped (its requests answer 503), never allowed to block other changes.
+        Batchers of targets no experiment routes to any more are retired (`_retire`).
         """
-        for target in router.targets():
+        live = router.targets()
+        for target in live:
+            grace = self._retiring.pop(target, None)
+            if grace is not None:   # routed again before its batcher was dropped: keep it
+                grace.cancel()
             if target in self.batchers:
                 continue
             try:
@@ -144,6 +153,10 @@ class Components:
                 continue
             self.specs[target.model] = spec
             self.batchers[target] = self._make_batcher(spec, target)
+        for target in list(self.batchers):
+            if target not in live and target not in self._retiring:
+                task = asyncio.ensure_future(self._retire(target))
+                self._retiring[target] = task
         fw = self.features.width if self.features is not None else 0
         entity_keys = tuple(self.features.entity_keys) if self.features is not None else ()
         for exp in router.experiments().values():
@@ -157,6 +170,39 @@ class Components:
             model = exp.config.model
             self.shapes[model] = ModelShape(spec.input_width, spec.input_width - fw, spec.output_name)
             self.v2[model] = V2Codec(spec, spec.input_width - fw, entity_keys, self._max_rows(spec))
+
+    async def _retire(self, target: Any) -> None:
+        """Grace period, then out of `batchers`, answer what it holds, drop it.
+
+        A request's variant is assigned before its features are fetched, so one assigned by
+        the previous snapshot may still look the batcher up for up to the feature timeout;
+        the grace period (`retire_grace_s`) covers that. `GET /admin/targets` shows the
+        target until its last call is answered: the registry unloads the version only then.
+        """
+        await asyncio.sleep(self.config.retire_grace_s)
+        if self._retiring.get(target) is not asyncio.current_task():
+            return
+        del self._retiring[target]
+        batcher = self.batchers.pop(target, None)
+        if batcher is None:
+            return
+        self.draining[target] = batcher
+        try:
+            await batcher.drain(self.config.shutdown_timeout_s)
+        finally:
+            if self.draining.get(target) is batcher:
+                del self.draining[target]
+        log.info("target %s:%s retired: no experiment routes to it", target.model, target.version)
+
+    def target_states(self) -> list[dict[str, Any]]:
+        """Every batcher the gateway holds: serving, retiring (grace) or draining."""
+        rows = []
+        for state, held in (("serving", self.batchers), ("draining", self.draining)):
+            for t, b in held.items():
+                rows.append({"model": t.model, "version": t.version,
+                             "state": "retiring" if t in self._retiring else state,
+                             "queued_rows": b.queued_rows, "in_flight": b.in_flight})
+        return sorted(rows, key=lambda r: (r["model"], r["version"], r["state"]))
 
     async def check_targets(self, cfg: Any) -> None:
         """Refuse (before it is stored) an experiment whose targets Triton cannot serve, or
@@ -207,7 +253,10 @@ class Components:
         if self._sampler is not None:
             self._sampler.cancel()
         timeout = self.config.shutdown_timeout_s
-        await asyncio.gather(*(b.drain(timeout) for b in self.batchers.values()))
+        for task in self._retiring.values():
+            task.cancel()
+        self._retiring.clear()
+        await asyncio.gather(*(b.drain(timeout) for b in [*self.batchers.values(), *self.draining.values()]))
         if self.pipeline is not None:
             await self.pipeline.drain_shadows(1.0)
         if self.routes is not None:

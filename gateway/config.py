@@ -65,6 +65,11 @@ class GatewayConfig:
     admin_tokens: Mapping[str, str] = field(default_factory=dict)   # token id -> token
     admin_port: int | None = None   # serve /admin/* (and only it) on this port instead
     shutdown_timeout_s: float = 10.0
+    # Model lifecycle (registry/): where the Triton replicas' model repository is (reported by
+    # GET /admin/triton, never read here), and how long a target no experiment routes to keeps
+    # its batcher for requests assigned just before the change, before it drains and is dropped.
+    model_repository: str | None = None
+    retire_grace_s: float = 2.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "GatewayConfig":

@@ -363,6 +363,26 @@ def _paths() -> dict[str, Any]:
                 "properties": {"experiment": {"type": "string"},
                                "history": {"type": "array", "items": {"type": "object"}}}}),
                           "503": _ref("StoreUnavailable"), **_errors(400, 401, 405)}}},
+        # For registry/: where to load model versions, and when a replaced one is drained.
+        "/admin/triton": {"get": {
+            "operationId": "tritonReplicas", "tags": ["admin"], "security": _ADMIN_SECURITY,
+            "responses": {"200": _json_response("the Triton replicas this gateway sends to", {
+                "type": "object", "required": ["replicas", "model_repository"],
+                "properties": {"replicas": {"type": "array", "items": {
+                    "type": "object", "required": ["url", "up"],
+                    "properties": {"url": {"type": "string"}, "up": {"type": "boolean"}}}},
+                    "model_repository": {"type": "string", "nullable": True}}}),
+                          "503": _ref("Unavailable"), **_errors(401, 405)}}},
+        "/admin/targets": {"get": {
+            "operationId": "targets", "tags": ["admin"], "security": _ADMIN_SECURITY,
+            "responses": {"200": _json_response("every model:version micro-batcher held", {
+                "type": "object", "required": ["targets"],
+                "properties": {"targets": {"type": "array", "items": {
+                    "type": "object", "required": ["model", "version", "state", "queued_rows", "in_flight"],
+                    "properties": {"model": {"type": "string"}, "version": {"type": "string"},
+                                   "state": {"type": "string", "enum": ["serving", "retiring", "draining"]},
+                                   "queued_rows": {"type": "integer"}, "in_flight": {"type": "integer"}}}}}}),
+                          "503": _ref("Unavailable"), **_errors(401, 405)}}},
     }
 
 

@@ -93,6 +93,26 @@ def make_routes(gw: "Gateway") -> list[BaseRoute]:
 def admin_routes(gw: "Gateway") -> list[BaseRoute]:
     """The router's admin API, bound lazily: the service exists only after start-up."""
     from router.admin import admin_routes as router_admin_routes
+    from router.admin import authenticate
+
+    def guarded(view: Any) -> Any:
+        async def endpoint(request: Request) -> Response:
+            if authenticate(request.headers.get("authorization"), gw.config.admin_tokens) is None:
+                return response("unauthorized", "a valid bearer token is required")
+            if gw.components.pool is None:
+                raise E.Unavailable("the gateway is starting")
+            return _json(view())
+        return endpoint
+
+    def triton() -> dict:
+        """The Triton replicas this gateway sends to (for registry/: where to load models)."""
+        c = gw.components
+        return {"replicas": [{"url": r.backend.url, "up": r.healthy} for r in c.pool.replicas],
+                "model_repository": gw.config.model_repository}
+
+    def targets() -> dict:
+        """Every model:version batcher held, with its queued rows and calls in flight."""
+        return {"targets": gw.components.target_states()}
 
     class _Lazy:
         def __getattr__(self, name: str) -> Any:
@@ -100,7 +120,9 @@ def admin_routes(gw: "Gateway") -> list[BaseRoute]:
                 raise E.Unavailable("the gateway is starting")
             return getattr(gw.components.routes, name)
 
-    return router_admin_routes(_Lazy())  # type: ignore[arg-type]
+    return [Route("/admin/triton", guarded(triton), methods=["GET"]),
+            Route("/admin/targets", guarded(targets), methods=["GET"]),
+            *router_admin_routes(_Lazy())]  # type: ignore[arg-type]
 
 
 # Starlette's own refusals (no route; a route without this method, `Allow` set by Starlette),

@@ -7,6 +7,8 @@ foreground process group, so the gateway would stop on its own (and `make` would
 `Interrupt`) before this process could stop things in order. So the gateway and Triton run in
 sessions of their own, and while it runs this process is the terminal's foreground group
 (given back to `make`'s group at exit).
+Triton serves the git-ignored working copy `.served/model_repo/` (refreshed from model_repo/
+at start), where `python -m registry deploy` may add versions.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import signal
 import sys
 import threading
 
-from runtime.stack import Stack
+from runtime.stack import Stack, served_repository
 
 
 def _take_terminal() -> tuple[int, int] | None:
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, on_signal)
     terminal = _take_terminal()
     try:
-        with Stack(gateway_args=args, gateway_port=port) as stack:
+        with Stack(gateway_args=args, gateway_port=port, repository=served_repository()) as stack:
             print(f"triton  {stack.triton!r}\ngateway {stack.gateway.url}  (logs in {stack.log_dir})")
             print("Ctrl-C to stop", flush=True)
             while not stop.is_set():

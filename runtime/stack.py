@@ -7,6 +7,7 @@ there is one way to start and stop everything.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from runtime.triton import ROOT, TritonRuntime, TritonServer, TritonStartError, free_port
+from runtime.triton import DEFAULT_REPOSITORY, ROOT, TritonRuntime, TritonServer, TritonStartError, free_port
+
+# What `make serve` and the demos serve: a git-ignored working copy of model_repo/, so versions
+# the registry deploys (3, 4, ...) never touch tracked files.
+SERVED_REPOSITORY = ROOT / ".served" / "model_repo"
+
+
+def served_repository(source: Path = DEFAULT_REPOSITORY, dst: Path = SERVED_REPOSITORY) -> Path:
+    """Refresh the working copy from `source` (tracked versions and config overwritten);
+    versions the registry added are kept."""
+    shutil.copytree(source, dst, dirs_exist_ok=True)
+    return dst
 
 
 @dataclass
@@ -94,6 +106,7 @@ class Stack:
     gateway_env: dict[str, str] = field(default_factory=dict)
     models: Sequence[str] = ("clf",)
     gateway_port: int | None = None
+    repository: Path | None = None   # None: model_repo/ itself; registry deploys need a working copy
     log_dir: Path | None = None
     triton: TritonServer | None = field(default=None, init=False)
     gateway: GatewayProcess | None = field(default=None, init=False)
@@ -103,9 +116,13 @@ class Stack:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = log_dir
         self.triton = TritonServer(TritonRuntime.ensure(), models=self.models,
+                                   repository=self.repository or DEFAULT_REPOSITORY,
                                    log_path=log_dir / "triton.log").start()
         try:
-            gw = GatewayProcess(self.triton.grpc_url, args=self.gateway_args, env=self.gateway_env,
+            args = [*self.gateway_args]
+            if self.repository is not None:
+                args += ["--model-repository", str(self.repository)]
+            gw = GatewayProcess(self.triton.grpc_url, args=args, env=self.gateway_env,
                                 log_path=log_dir / "gateway.log")
             if self.gateway_port:
                 gw.port = self.gateway_port
