@@ -22,6 +22,7 @@ from gateway.asgi import OCTETS, ClientGone, Headers, Receive, Scope, Send, read
 from gateway.codec_v2 import decompress
 from gateway.components import Components
 from gateway.config import GatewayConfig
+from gateway.extensions import load_extensions
 from gateway.request import InferRequest
 from gateway.routes import admin_routes, exception_handlers, make_routes
 
@@ -45,7 +46,9 @@ class Gateway:
         self._tokens = [t.encode() for t in config.admin_tokens.values()]
         # Read at scrape time (sampled each second with --workers): nothing on the request path.
         self.components.metrics.track(self.components.metrics.in_flight, lambda: self._in_flight)
-        self.app = Starlette(routes=make_routes(self), lifespan=self._lifespan,
+        self.extensions = load_extensions(config.extensions, config)
+        self.app = Starlette(routes=make_routes(self) + [r for x in self.extensions for r in x.routes],
+                             lifespan=self._lifespan,
                              exception_handlers=exception_handlers())
         # With `admin_port` set, the admin API lives only on its own listener (no lifespan:
         # it shares the components the main app starts).

@@ -65,6 +65,8 @@ class GatewayConfig:
     admin_tokens: Mapping[str, str] = field(default_factory=dict)   # token id -> token
     admin_port: int | None = None   # serve /admin/* (and only it) on this port instead
     shutdown_timeout_s: float = 10.0
+    # Route bundles mounted at start-up, `module:factory` each (gateway/extensions.py)
+    extensions: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "GatewayConfig":
@@ -112,7 +114,7 @@ def _parse(name: str, raw: str) -> object:
     default = getattr(GatewayConfig(), name)
     if name == "admin_tokens":
         return parse_tokens(raw)
-    if name == "triton_urls":
+    if name in ("triton_urls", "extensions"):
         return tuple(u.strip() for u in raw.split(",") if u.strip())
     if isinstance(default, bool):
         return raw.strip().lower() in ("1", "true", "yes", "on")
