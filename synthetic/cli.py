@@ -1,4 +1,4 @@
-"""``python -m synthetic``: train, import, report, publish, sample, list.
+"""``python -m synthetic``: train, import, report, publish, sample, list, entities.
 
 Exit status: 0 done, 2 bad input (unknown dataset or version, a table the codec refuses, a
 publish the gate refuses: the message names the failed check), 1 anything unexpected.
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=20_000, help="generator steps (the reproducible stop)")
     t.add_argument("--max-seconds", type=float, help="stop earlier after this much training time")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--threads", type=int, default=1)
     t.add_argument("--hidden", type=int, default=256)
     t.add_argument("--noise-dim", type=int, default=64)
     t.add_argument("--batch", type=int, default=512)
@@ -69,6 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--format", choices=("csv", "json", "arrow", "parquet"), default="csv")
     s.add_argument("--out", type=Path, help="file to write (default: stdout; arrow/parquet need --out)")
+
+    e = sub.add_parser("entities", help="fill a separate Feast project (Redis) with synthetic users for load tests")
+    e.add_argument("--workdir", type=Path, required=True, help="the Feast repo directory to create")
+    e.add_argument("--rows", type=int, default=10_000)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--project", default="infergate_synthetic")
+    e.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    e.add_argument("--export", type=Path, default=Path(__file__).resolve().parent / "demo",
+                   help="generator export to sample from (default: the shipped demo)")
+    e.add_argument("--version", type=int, help="sample from this registry version of user_features instead")
 
     ls = sub.add_parser("list", help="datasets and versions in the registry")
     ls.add_argument("--json", action="store_true")
@@ -227,6 +237,23 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_entities(args: argparse.Namespace) -> int:
+    from synthetic.entities import populate
+    from synthetic.sampler import Sampler
+
+    if not 0 < args.rows <= 10_000_000:
+        raise UsageError(f"rows: must be in 1..10000000, got {args.rows}")
+    if args.version is not None:
+        _, sampler = _store(args).sampler("user_features", args.version)
+    elif (args.export / "generator.json").is_file():
+        sampler = Sampler.load(args.export)
+    else:
+        raise UsageError(f"export: {args.export} holds no generator.json")
+    populate(sampler, args.workdir, rows=args.rows, seed=args.seed, project=args.project, redis_url=args.redis_url)
+    print(f"synthetic: {args.rows} synthetic users in Feast project {args.project!r} ({args.workdir})")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     store = _store(args)
     rows = [v.summary() for ds in store.datasets() for v in store.versions(ds)]
@@ -247,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     cmds = {"train": _cmd_train, "import": _cmd_import, "report": _cmd_report, "publish": _cmd_publish,
-            "sample": _cmd_sample, "list": _cmd_list}
+            "sample": _cmd_sample, "list": _cmd_list, "entities": _cmd_entities}
     try:
         return cmds[args.cmd](args)
     except GateFailed as exc:

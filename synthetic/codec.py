@@ -156,9 +156,9 @@ class ColumnCodec:
     # -- sampling direction ----------------------------------------------------------------
 
     def from_normal(self, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Table ``(rows, len(names))`` float32 from generator output ``z`` ``(rows, width)``."""
+        """Table ``(rows, len(names))`` float32 (column-major) from generator output ``z`` ``(rows, width)``."""
         n = z.shape[0]
-        out = np.empty((n, len(self.names)), np.float32)
+        out = np.empty((n, len(self.names)), np.float32, order="F")  # column writes stay contiguous
         u = ndtr(z)
         for j, i in enumerate(self.modelled):
             col = np.interp(u[:, j], self.levels, self.grids[j])
@@ -170,9 +170,8 @@ class ColumnCodec:
         nullable = np.flatnonzero(self.null_rates > 0)
         if nullable.size:
             mask = rng.random((n, nullable.size)) < self.null_rates[nullable]
-            sub = out[:, nullable]
-            sub[mask] = np.nan
-            out[:, nullable] = sub
+            for k, i in enumerate(nullable):
+                out[mask[:, k], i] = np.nan
         return out
 
     # -- persistence -----------------------------------------------------------------------

@@ -104,12 +104,17 @@ def build(served: Mapping[str, Served], *, max_rows: int = MAX_ROWS, concurrency
         if slots.locked():
             raise E.Overloaded(f"{concurrency} synthetic samples already in progress")
         t0 = time.perf_counter()
-        async with slots:
-            try:
-                out, media = await asyncio.wait_for(
-                    asyncio.to_thread(work, s, req.rows, req.seed, req.format), timeout_s)
-            except asyncio.TimeoutError:
-                raise E.DeadlineExceeded(f"sampling {req.rows} rows took over {timeout_s} s") from None
+        await slots.acquire()  # free: checked above, no await in between
+        job = asyncio.ensure_future(asyncio.to_thread(work, s, req.rows, req.seed, req.format))
+        # The slot is held until the thread ends, even when the request gave up on it first.
+        job.add_done_callback(_release(slots))
+        try:
+            out, media = await asyncio.wait_for(asyncio.shield(job), timeout_s)
+        except asyncio.TimeoutError:
+            raise E.DeadlineExceeded(f"sampling {req.rows} rows took over {timeout_s} s") from None
+        except Exception:
+            log.exception("synthetic: sampling %s failed", dataset)
+            raise E.GatewayError("internal error") from None
         return Response(out, media_type=media, headers={
             "x-synthetic-version": str(s.version), "x-synthetic-rows": str(req.rows),
             "server-timing": f"sample;dur={(time.perf_counter() - t0) * 1e3:.1f}"})
@@ -122,6 +127,14 @@ def build(served: Mapping[str, Served], *, max_rows: int = MAX_ROWS, concurrency
     routes = [Route("/v1/synthetic", index, methods=["GET"]),
               Route("/v1/synthetic/{dataset}", sample, methods=["POST"])]
     return Extension("synthetic", routes, _openapi(max_rows), ("synthetic",))
+
+
+def _release(slots: asyncio.Semaphore):
+    def done(job: asyncio.Future) -> None:
+        slots.release()
+        if not job.cancelled():
+            job.exception()  # retrieved: a dropped job's error is not logged as "never retrieved"
+    return done
 
 
 def extension(config: Any = None, environ: Mapping[str, str] | None = None) -> Extension:

@@ -28,7 +28,7 @@ class TrainConfig:
     steps: int = 20_000            # generator steps
     max_seconds: float | None = None
     seed: int = 0
-    threads: int = 2
+    threads: int = 1               # 2 threads on a busy 2-core machine ran 6x slower (OpenMP spinning)
     noise_dim: int = 64
     hidden: int = 256
     layers: int = 2                # hidden layers in generator and critic
