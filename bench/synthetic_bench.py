@@ -6,7 +6,8 @@ HTTP: Triton + a gateway with ``--extension synthetic.routes:extension`` (BLAS l
 thread in the gateway), the demo version imported into a temp MLflow registry and published;
 one client posts ``{"rows": B, "format": "arrow"}`` back to back until ``--http-rows`` rows have
 come back (every body read in full, the first of each batch size decoded and checked); rows/s
-per repeat, median of 3. Writes bench/results/synthetic.json.
+per repeat, median of 3. Also: how late a 1 ms event-loop timer fires while a 100k-row sample is
+made in a worker thread, as the gateway route does it. Writes bench/results/synthetic.json.
 
     .venv/bin/python bench/synthetic_bench.py [--export synthetic/demo] [--no-http]
 """
@@ -51,6 +52,44 @@ def in_process(export: Path, rows: list[int], repeat: int) -> list[dict]:
             out.append({"rows": n, "rows_per_s": [round(r) for r in rates],
                         "median_rows_per_s": round(statistics.median(rates)), "cpu": cpu})
             print(f"in-process n={n}: median {statistics.median(rates):,.0f} rows/s", flush=True)
+    return out
+
+
+def loop_lag(export: Path, rows: int, repeat: int) -> dict:
+    """Event-loop tick lag (1 ms sleeps) while ``rows`` are sampled + Arrow-encoded in a thread."""
+    import asyncio
+
+    from synthetic.encode import to_arrow
+    from synthetic.sampler import Sampler
+
+    sampler = Sampler.load(export)
+
+    async def run() -> dict:
+        lags: list[float] = []
+        seconds = []
+
+        async def ticker(stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                t = time.perf_counter()
+                await asyncio.sleep(0.001)
+                lags.append(time.perf_counter() - t - 0.001)
+
+        for rep in range(repeat):
+            stop = asyncio.Event()
+            task = asyncio.create_task(ticker(stop))
+            t0 = time.perf_counter()
+            await asyncio.to_thread(lambda: to_arrow(sampler.columns, sampler.sample(rows, rep)))
+            seconds.append(time.perf_counter() - t0)
+            stop.set()
+            await task
+        lags.sort()
+        return {"rows": rows, "sample_seconds": [round(x, 3) for x in seconds], "ticks": len(lags),
+                "lag_ms_p50": round(lags[len(lags) // 2] * 1e3, 2), "lag_ms_p99": round(lags[int(len(lags) * 0.99)] * 1e3, 2),
+                "lag_ms_max": round(lags[-1] * 1e3, 2)}
+
+    out = asyncio.run(run())
+    print(f"loop lag during {rows}-row samples in a thread: p50 {out['lag_ms_p50']} ms, p99 {out['lag_ms_p99']} ms, "
+          f"max {out['lag_ms_max']} ms", flush=True)
     return out
 
 
@@ -111,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
 
         with mp.get_context("spawn").Pool(1) as pool:
             doc["in_process"] = pool.apply(in_process, (args.export, args.rows, args.repeat))
+        doc["loop_lag"] = loop_lag(args.export, max(args.rows), args.repeat)
         doc["http_arrow"] = via_http(args.export, args.http_batches, args.http_rows, args.repeat)
     else:
+        doc["loop_lag"] = loop_lag(args.export, max(args.rows), args.repeat)
         doc["in_process"] = in_process(args.export, args.rows, args.repeat)
     doc["load_avg_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,8 @@ def complete_rows(z: np.ndarray) -> np.ndarray:
 
 
 def train(table: Table, cfg: TrainConfig, *, progress: bool = True,
-          on_eval: Callable[[dict], None] | None = None) -> TrainResult:
+          on_eval: Callable[[dict], None] | None = None,
+          on_snapshot: Callable[[int, Sampler], None] | None = None) -> TrainResult:
     import torch
     from tqdm import tqdm
 
@@ -155,7 +156,10 @@ def train(table: Table, cfg: TrainConfig, *, progress: bool = True,
             bar.update(1)
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
                 elapsed = time.monotonic() - t0
-                synth = snapshot(step, elapsed).sample(len(eval_real), seed=cfg.seed + step)
+                snap = snapshot(step, elapsed)
+                if on_snapshot is not None:
+                    on_snapshot(step, snap)
+                synth = snap.sample(len(eval_real), seed=cfg.seed + step)
                 row = {"step": step, "seconds": round(elapsed, 1), "loss_critic": round(float(loss_c.detach()), 4),
                        "loss_gen": round(float(loss_g.detach()), 4),
                        "c2st": round(c2st_auc(eval_real, synth, seed=cfg.seed, max_iter=100), 4)}

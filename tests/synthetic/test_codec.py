@@ -76,3 +76,27 @@ def test_persisted_codec_is_the_same():
     z = np.random.default_rng(1).standard_normal((1000, codec.width)).astype(np.float32)
     np.testing.assert_array_equal(codec.from_normal(z, np.random.default_rng(3)),
                                   again.from_normal(z, np.random.default_rng(3)))
+
+
+def test_derived_columns_computed_before_nulls():
+    from synthetic.codec import Derived
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    count = rng.poisson(1, n).astype(np.float64)
+    price = rng.lognormal(3, 0.3, n)
+    cols = {"count": count, "price": price.copy(), "total": count * price}
+    cols["price"][rng.random(n) < 0.05] = np.nan
+    codec = ColumnCodec.fit(cols, derived=(Derived("total", "product", ("count", "price")),))
+    assert codec.width == 2 and "derived 1" in repr(codec)
+    out = codec.from_normal(np.random.default_rng(1).standard_normal((n, 2)).astype(np.float32),
+                            np.random.default_rng(2))
+    c, p, t = out[:, 0], out[:, 1], out[:, 2]
+    assert not np.isnan(t).any() and np.isnan(p).any()   # the total never goes missing, like the source
+    ok = ~np.isnan(p)
+    np.testing.assert_array_equal(t[ok], c[ok] * p[ok])
+    assert np.all(t[c == 0] == 0)
+    with pytest.raises(TableError, match="^nope: named in a derivation"):
+        ColumnCodec.fit(cols, derived=(Derived("total", "product", ("count", "nope")),))
+    with pytest.raises(TableError, match="^total: unknown derivation"):
+        Derived("total", "sum", ("count", "price"))
