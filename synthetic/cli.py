@@ -33,8 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--rows", type=int, default=60_000, help="rows generated for the built-in dataset")
     t.add_argument("--holdout", type=int, default=10_000, help="real rows kept out of training for the report")
     t.add_argument("--data-seed", type=int, default=7)
-    t.add_argument("--no-derive", action="store_true",
-                   help="model every column with the GAN (default: formula columns are computed after sampling)")
+    t.add_argument("--derive", action="store_true",
+                   help="compute the built-in dataset's formula columns (spend_30d, ctr_7d) after sampling "
+                        "instead of modelling them with the GAN")
     t.add_argument("--steps", type=int, default=20_000, help="generator steps (the reproducible stop)")
     t.add_argument("--max-seconds", type=float, help="stop earlier after this much training time")
     t.add_argument("--seed", type=int, default=0)
@@ -137,7 +138,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     table = load_dataset(args.dataset, rows=args.rows, holdout=args.holdout, seed=args.data_seed, table=args.table,
-                         derive=not args.no_derive)
+                         derive=args.derive)
     result = train(table, cfg, progress=True)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "export"

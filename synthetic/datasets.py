@@ -57,11 +57,11 @@ def _split(cols: Columns, holdout: int, seed: int) -> tuple[Columns, Columns]:
 
 
 def load_dataset(name: str, *, rows: int = 60_000, holdout: int = 10_000, seed: int = 7,
-                 table: Path | None = None, derive: bool = True) -> Table:
+                 table: Path | None = None, derive: bool = False) -> Table:
     """``user_features``: ``rows`` rows of features/repo/datagen.py from ``seed``; else ``table``.
 
-    ``derive``: compute the built-in dataset's formula columns after sampling (else the GAN
-    models all 16).
+    ``derive``: compute the built-in dataset's formula columns after sampling (else, the default,
+    the GAN models all 16).
     """
     check_name(name)
     if table is None:
