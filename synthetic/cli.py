@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--derive", action="store_true",
                    help="compute the built-in dataset's formula columns (spend_30d, ctr_7d) after sampling "
                         "instead of modelling them with the GAN")
-    t.add_argument("--steps", type=int, default=20_000, help="generator steps (the reproducible stop)")
+    t.add_argument("--steps", type=int, default=4000, help="generator steps (the reproducible stop; the demo: 4000)")
     t.add_argument("--max-seconds", type=float, help="stop earlier after this much training time")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1)

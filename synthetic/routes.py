@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -120,8 +121,6 @@ def build(served: Mapping[str, Served], *, max_rows: int = MAX_ROWS, concurrency
             "server-timing": f"sample;dur={(time.perf_counter() - t0) * 1e3:.1f}"})
 
     async def index(request: Request) -> Response:
-        import orjson
-
         return Response(orjson.dumps(listing), media_type="application/json")
 
     routes = [Route("/v1/synthetic", index, methods=["GET"]),
