@@ -78,8 +78,12 @@ def target_specs(names: list[str], features: FeatureSetup, extra_args: tuple[str
     return [table[n] for n in names]
 
 
-def prepare_features(workdir: Path, redis_url: str, log_path: Path, timeout_s: float = 180.0) -> FeatureSetup:
+def prepare_features(workdir: Path, redis_url: str, log_path: Path, timeout_s: float = 180.0,
+                     entities: str = "datagen") -> FeatureSetup:
     """Build a private Feast repo (own project name) and materialize it into Redis.
+
+    ``entities="synthetic"``: the users are sampled from the shipped synthetic-data generator
+    (``python -m synthetic entities``) into a project of their own, so no real user is needed.
 
     Any failure returns a features-off set-up with the reason, never raises: the rest of
     the matrix is still worth running.
@@ -90,15 +94,20 @@ def prepare_features(workdir: Path, redis_url: str, log_path: Path, timeout_s: f
     steps = (["apply", "--workdir", str(workdir), "--online", "redis", "--project", FEATURE_PROJECT,
               "--redis-url", redis_url],
              ["materialize", "--workdir", str(workdir), "--redis-url", redis_url])
+    if entities == "synthetic":
+        steps = (["-m", "synthetic", "entities", "--workdir", str(workdir), "--project", FEATURE_PROJECT + "_synthetic",
+                  "--rows", "10000", "--redis-url", redis_url],)
+    else:
+        steps = tuple(["-m", "features", *step] for step in steps)
     with open(log_path, "ab") as log:
         for step in steps:
             try:
-                proc = subprocess.run([sys.executable, "-m", "features", *step], cwd=ROOT, stdout=log,
+                proc = subprocess.run([sys.executable, *step], cwd=ROOT, stdout=log,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout_s)
             except (OSError, subprocess.TimeoutExpired) as exc:
-                return FeatureSetup("off", note=f"`python -m features {step[0]}` failed: {exc}")
+                return FeatureSetup("off", note=f"`python {' '.join(step[:3])}` failed: {exc}")
             if proc.returncode != 0:
-                return FeatureSetup("off", note=f"`python -m features {step[0]}` exited with "
+                return FeatureSetup("off", note=f"`python {' '.join(step[:3])}` exited with "
                                                 f"{proc.returncode} (log: {log_path})")
     return FeatureSetup("redis", workdir)
 

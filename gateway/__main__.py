@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-in-flight-batches", type=int)
     p.add_argument("--default-timeout-ms", type=int)
     p.add_argument("--model-repository", help="the Triton replicas' model repository (for registry/)")
+    p.add_argument("--extension", action="append", dest="extensions",
+                   help="mount the routes of module:factory at start-up (repeatable), e.g. synthetic.routes:extension")
     p.add_argument("--workers", type=int, default=1,
                    help="processes sharing the port through SO_REUSEPORT")
     p.add_argument("--log-level", default="warning")
@@ -49,7 +51,8 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         experiments_file=args.experiments_file, admin_port=args.admin_port, batching=False if args.no_batching else None,
         batch_delay_us=args.batch_delay_us, max_batch_rows=args.max_batch_rows,
         max_queue_rows=args.max_queue_rows, max_in_flight_batches=args.max_in_flight_batches,
-        default_timeout_ms=args.default_timeout_ms, model_repository=args.model_repository)
+        default_timeout_ms=args.default_timeout_ms, model_repository=args.model_repository,
+        extensions=tuple(args.extensions) if args.extensions else None)
 
 
 def main(argv: list[str] | None = None) -> None:

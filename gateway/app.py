@@ -21,6 +21,7 @@ from gateway.asgi import OCTETS, ClientGone, Headers, Receive, Scope, Send, read
 from gateway.codec_v2 import decompress
 from gateway.components import Components
 from gateway.config import GatewayConfig
+from gateway.extensions import load_extensions
 from gateway.request import InferRequest
 from gateway.routes import admin_routes, exception_handlers, make_routes
 from httpcommon.auth import match_token
@@ -45,7 +46,9 @@ class Gateway:
         self._tokens = {i: t.encode() for i, t in config.admin_tokens.items()}
         # Read at scrape time (sampled each second with --workers): nothing on the request path.
         self.components.metrics.track(self.components.metrics.in_flight, lambda: self._in_flight)
-        self.app = Starlette(routes=make_routes(self), lifespan=self._lifespan,
+        self.extensions = load_extensions(config.extensions, config)
+        self.app = Starlette(routes=make_routes(self) + [r for x in self.extensions for r in x.routes],
+                             lifespan=self._lifespan,
                              exception_handlers=exception_handlers(self.components.unexpected))
         # With `admin_port` set, the admin API lives only on its own listener (no lifespan:
         # it shares the components the main app starts).

@@ -70,6 +70,8 @@ class GatewayConfig:
     # its batcher for requests assigned just before the change, before it drains and is dropped.
     model_repository: str | None = None
     retire_grace_s: float = 2.0
+    # Route bundles mounted at start-up, `module:factory` each (gateway/extensions.py)
+    extensions: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "GatewayConfig":
@@ -117,7 +119,7 @@ def _parse(name: str, raw: str) -> object:
     default = getattr(GatewayConfig(), name)
     if name == "admin_tokens":
         return parse_tokens(raw)
-    if name == "triton_urls":
+    if name in ("triton_urls", "extensions"):
         return tuple(u.strip() for u in raw.split(",") if u.strip())
     if isinstance(default, bool):
         return raw.strip().lower() in ("1", "true", "yes", "on")

@@ -71,7 +71,11 @@ def make_routes(gw: "Gateway") -> list[BaseRoute]:
 
     async def openapi(request: Request) -> Response:
         from gateway.openapi import openapi_document
-        return _json(openapi_document())
+        doc = openapi_document()
+        if gw.extensions:  # a copy: the cached document is shared
+            doc = {**doc, "paths": {**doc["paths"], **{p: v for x in gw.extensions for p, v in x.openapi_paths.items()}},
+                   "tags": doc["tags"] + [{"name": t} for x in gw.extensions for t in x.openapi_tags]}
+        return _json(doc)
 
     async def metrics(request: Request) -> Response:
         return Response(exposition(c.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""Synthetic tabular data: a WGAN-GP trained with torch, sampled with numpy alone (see README)."""
