@@ -73,7 +73,7 @@ ROWS: tuple[Row, ...] = (
             (_q(0.99, "infergate_request_duration_seconds", "variant", MODEL), "p99 {{variant}}"),
         ), unit="s"),
         Panel("Errors/s by variant and reason",
-              ((f"sum by (variant, reason) (rate(infergate_errors_total{MODEL}[{RATE}])) > 0",
+              ((f"sum by (variant, reason) (rate(infergate_errors_total{MODEL}[{RATE}]))",
                 "{{variant}} {{reason}}"),), unit="reqps"),
         Panel("Server error ratio by variant", ((
             f'sum by (variant) (rate(infergate_errors_total{{model="$model",reason=~"{SERVER_ERRORS}"}}[{RATE}]))'
@@ -89,7 +89,7 @@ ROWS: tuple[Row, ...] = (
     )),
     Row("Gateway: shedding, batching, queues", panels=(
         Panel("Shed (429) and refused requests/s by reason", (
-            (f"sum by (reason) (rate(infergate_rejected_total[{RATE}])) > 0", "refused {{reason}}"),
+            (f"sum by (reason) (rate(infergate_rejected_total[{RATE}]))", "refused {{reason}}"),
             (f'sum (rate(infergate_errors_total{{reason="overloaded"}}[{RATE}]))', "queue full"),
         ), unit="reqps"),
         Panel("In flight", (("sum (infergate_in_flight_requests)", "requests"),)),
