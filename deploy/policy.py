@@ -1,7 +1,7 @@
 """Deployment policy over rendered objects: pure functions returning messages that name the
 object and the field (``Deployment/gateway: spec.template.spec.containers[gateway].resources.limits.cpu: missing``).
 
-Checked: resource requests and limits on every container, non-root pods, no privilege
+Checked: resource requests and limits on every container, non-root pods, a seccomp profile, no privilege
 escalation, dropped capabilities, read-only root filesystems, probes on long-running
 workloads, the gateway's health routes and its SIGTERM drain budget, pinned images, no secret
 in a ConfigMap or a literal env value, Secrets that are either generated obviously fake (dev)
@@ -58,6 +58,12 @@ def _workload(obj: Obj) -> Iterator[str]:
     where, spec = pod_spec(obj)  # type: ignore[misc]
     name = ref(obj)
     pod_sc = spec.get("securityContext") or {}
+    for cpath, c in _containers(spec):
+        at = f"{name}: {where}.{cpath}"
+        seccomp = _get(c, "securityContext", "seccompProfile", "type") or _get(pod_sc, "seccompProfile", "type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            # The namespace enforces Pod Security "restricted", which refuses such a pod.
+            yield f"{at}.securityContext.seccompProfile.type: RuntimeDefault (here or in {where}.securityContext)"
     for cpath, c in _containers(spec):
         at = f"{name}: {where}.{cpath}"
         sc = c.get("securityContext") or {}

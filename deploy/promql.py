@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["metric_names"]
+__all__ = ["expand", "metric_names"]
 
 _KEYWORDS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
                        "unless", "offset", "bool", "inf", "nan", "atan2"})
@@ -36,3 +36,11 @@ def metric_names(expr: str) -> set[str]:
             continue
         names.add(word)
     return names
+
+
+def expand(expr: str, variables: dict[str, str], rate_interval: str = "1m") -> str:
+    """A Grafana query with its variables replaced, so Prometheus can parse and run it."""
+    out = expr.replace("$__rate_interval", rate_interval)
+    for name in sorted(variables, key=len, reverse=True):
+        out = out.replace(f"${{{name}}}", variables[name]).replace(f"${name}", variables[name])
+    return out

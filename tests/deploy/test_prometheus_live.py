@@ -21,21 +21,21 @@ import redis
 import yaml
 
 from deploy.dashboard import queries
-from deploy.promql import metric_names
+from deploy.promql import expand, metric_names
 from deploy.promrule import load_rules
 from router.assign import Router
 from router.config import load_experiments
 from runtime.stack import GatewayProcess
 from runtime.triton import TritonServer
 from tests.conftest import gateway_env
-from tests.deploy.conftest import need
+from tests.deploy.tooling import need
 from tests.deploy.prometheus_proc import PrometheusProcess
-from tests.deploy.test_rules import grafana_to_promql
 
 pytestmark = pytest.mark.timeout(300)
 
 EXPERIMENT = "clf-deploy"
 SRM_FOR = "2s"
+VARIABLES = {"experiment": EXPERIMENT, "model": "clf"}
 
 
 def _rule_exprs() -> dict[str, str]:
@@ -45,7 +45,7 @@ def _rule_exprs() -> dict[str, str]:
 def expected_metrics() -> set[str]:
     """Derived from the rules and the dashboard, never listed by hand."""
     names: set[str] = set()
-    for expr in [*_rule_exprs().values(), *map(grafana_to_promql, queries())]:
+    for expr in [*_rule_exprs().values(), *(expand(q, VARIABLES) for q in queries())]:
         names |= metric_names(expr)
     return names
 
@@ -107,23 +107,39 @@ def stack(triton: TritonServer, feast_repo: Path, experiments_file: Path,
     binary = need("prometheus", "`make promtool` (Debian's prometheus package)")
     log = tmp_path_factory.mktemp("deploy_gw") / "gateway.log"
     args = ["--features", "redis", "--feature-repo", str(feast_repo), "--experiments-file", str(experiments_file)]
-    with GatewayProcess(triton.grpc_url, args=args, env=gateway_env(), log_path=log) as gw:
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
-            "scrape_configs": [
-                {"job_name": "infergate-gateway", "static_configs": [{"targets": [gw.url.removeprefix("http://")]}]},
-                {"job_name": "triton", "static_configs": [{"targets": [f"127.0.0.1:{triton.metrics_port}"]}]},
-            ],
-        }
-        with PrometheusProcess(binary, tmp_path_factory.mktemp("deploy_prom"), config, _test_rules()) as prom:
-            yield gw, prom
+    prefix = f"test-deploy-{uuid.uuid4().hex[:8]}:"
+    try:
+        with GatewayProcess(triton.grpc_url, args=args, env=gateway_env(prefix), log_path=log) as gw:
+            yield from _with_prometheus(gw, triton, binary, tmp_path_factory)
+    finally:
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def _with_prometheus(gw: GatewayProcess, triton: TritonServer, binary: str,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, PrometheusProcess]]:
+    """The jobs of deploy/prometheus/prometheus.yml, with static targets instead of Kubernetes SD."""
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
+        "scrape_configs": [
+            {"job_name": "infergate-gateway", "static_configs": [{"targets": [gw.url.removeprefix("http://")]}]},
+            {"job_name": "triton", "static_configs": [{"targets": [f"127.0.0.1:{triton.metrics_port}"]}]},
+        ],
+    }
+    with PrometheusProcess(binary, tmp_path_factory.mktemp("deploy_prom"), config, _test_rules()) as prom:
+        yield gw, prom
 
 
 def _send(gw: GatewayProcess, units: list[str]) -> None:
     with httpx.Client(base_url=gw.url, timeout=10.0) as client:
         for i, unit in enumerate(units):
+            # A generous deadline: on 2 shared cores a request can wait, and every one must count.
             r = client.post("/v1/infer", json={"model": "clf", "unit_id": unit, "entity": {"user_id": i % 60},
-                                               "inputs": [0.5, -1.0, 0.25, 2.0]})
+                                               "inputs": [0.5, -1.0, 0.25, 2.0]},
+                            headers={"x-request-timeout-ms": "5000"})
             assert r.status_code == 200, r.text
 
 
@@ -157,7 +173,7 @@ def test_every_metric_the_rules_and_dashboard_read_exists(balanced: tuple) -> No
 
 def test_every_dashboard_query_returns_data(balanced: tuple) -> None:
     _, prom = balanced
-    empty = [q for q in queries() if not prom.query(grafana_to_promql(q))]
+    empty = [q for q in queries() if not prom.query(expand(q, VARIABLES))]
     assert not empty, "dashboard queries with no data:\n" + "\n".join(empty)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from deploy.dashboard import queries
+from deploy.promql import expand
 from deploy.promrule import RULES, load_rules
 from deploy.render import DEPLOY
 
@@ -60,15 +61,9 @@ def test_every_alert_has_runbook_text_that_exists() -> None:
         assert link.split("#", 1)[1] in anchors, f"{a['alert']}: annotations.runbook {link!r}: no such heading"
 
 
-def grafana_to_promql(expr: str) -> str:
-    """Grafana variables replaced by values Prometheus accepts, for parsing and querying."""
-    return (expr.replace("$__rate_interval", "1m").replace("$experiment", "clf-deploy")
-            .replace("$model", "clf"))
-
-
 def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
     """promtool has no parse command; a recording rule per query makes it parse each one."""
-    rules = [{"record": f"dashboard:q{i}", "expr": grafana_to_promql(q)} for i, q in enumerate(queries())]
+    rules = [{"record": f"dashboard:q{i}", "expr": expand(q, {"experiment": "e", "model": "m"})} for i, q in enumerate(queries())]
     f = tmp_path / "dashboard_rules.yaml"
     f.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     proc = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True, text=True, timeout=60)

@@ -60,8 +60,10 @@ def test_policy_names_object_and_field_for_each_kind_of_break(rendered: dict) ->
     spec["terminationGracePeriodSeconds"] = 12
     c["image"] = "infergate/gateway:latest"
     c["env"].append({"name": "INFERGATE_ADMIN_TOKENS", "value": "ops:hunter2"})
-    redis = _find(objs, "StatefulSet", "redis")["spec"]["template"]["spec"]["containers"][0]
+    redis_spec = _find(objs, "StatefulSet", "redis")["spec"]["template"]["spec"]
+    redis = redis_spec["containers"][0]
     redis["image"] = "redis"
+    del redis_spec["securityContext"]["seccompProfile"]
     cm = next(o for o in objs if o["kind"] == "ConfigMap")
     cm["data"]["experiments.yaml"] = "experiments:\n  - name: x\n    salt: s3cret\n"
     cm["data"]["ADMIN_TOKEN"] = "abc"
@@ -83,6 +85,7 @@ def test_policy_names_object_and_field_for_each_kind_of_break(rendered: dict) ->
         f"{at}.env[2] INFERGATE_ADMIN_TOKENS: a secret as a literal value",
         "Deployment/gateway: spec.template.spec.terminationGracePeriodSeconds: 12 < preStop 5 s + gateway drain 20 s",
         "StatefulSet/redis: spec.template.spec.containers[redis].image: 'redis' is not pinned",
+        "StatefulSet/redis: spec.template.spec.containers[redis].securityContext.seccompProfile.type: RuntimeDefault",
         f"ConfigMap/{cm['metadata']['name']}: data.experiments.yaml: holds a secret",
         f"ConfigMap/{cm['metadata']['name']}: data.ADMIN_TOKEN: looks like a secret",
         f"Secret/{sec['metadata']['name']}: data.real: a committed Secret value must be an obviously fake",
