@@ -68,3 +68,26 @@ def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
     f.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     proc = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _server_error_codes() -> set[str]:
+    from gateway import errors as E
+
+    seen, todo = set(), [E.GatewayError]
+    while todo:
+        cls = todo.pop()
+        seen.add(cls)
+        todo.extend(cls.__subclasses__())
+    return {c.code for c in seen if c.status >= 500}
+
+
+def test_server_error_reasons_are_the_gateways_5xx_codes() -> None:
+    """The error-rate alert and the dashboard's error ratio count exactly the gateway's 5xx codes."""
+    from deploy.dashboard import SERVER_ERRORS
+
+    rule = next(a for a in _alerts() if a["alert"] == "InfergateVariantErrorRateHigh")
+    in_rule = set(re.search(r'reason=~"([^"]+)"', rule["expr"]).group(1).split("|"))
+    codes = _server_error_codes()
+    assert "model_unavailable" in codes and "overloaded" not in codes
+    assert in_rule == codes, f"InfergateVariantErrorRateHigh: expr reason=~ {sorted(in_rule)} != 5xx codes {sorted(codes)}"
+    assert set(SERVER_ERRORS.split("|")) == codes, f"deploy/dashboard.py SERVER_ERRORS != 5xx codes {sorted(codes)}"
