@@ -65,3 +65,12 @@ def test_prometheusrule_carries_the_rule_file_unchanged(rendered: dict) -> None:
 
 def test_generated_files_are_current() -> None:
     assert generate.main(["--check"]) == 0, "run `python -m deploy` and commit the result"
+
+
+def test_dev_needs_no_crds_and_prod_has_the_monitoring(rendered: dict) -> None:
+    """dev applies to a bare cluster; prod expects the Prometheus Operator's CRDs."""
+    assert not [o for o in rendered["dev"] if (o["apiVersion"], o["kind"]) in CRD_SCHEMAS]
+    names = {(o["kind"], o["metadata"]["name"].rsplit("-", 1)[0] if o["kind"] == "ConfigMap" else o["metadata"]["name"])
+             for o in rendered["prod"]}
+    assert {("ServiceMonitor", "infergate-gateway"), ("ServiceMonitor", "infergate-triton"),
+            ("PrometheusRule", "infergate"), ("ConfigMap", "grafana-dashboard-infergate")} <= names
