@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install triton-runtime model-repo demo serve test bench profile wrk promtool deploy-check clean
+.PHONY: install triton-runtime model-repo demo serve test bench profile wrk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,8 @@ test: triton-runtime wrk promtool
 
 wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+
+.PHONY: promtool deploy-check
 
 # promtool + prometheus (Debian's package) for tests/deploy; the tests start their own
 # Prometheus, so the packaged service is stopped and disabled if the package started one.
