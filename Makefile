@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
-	$(BIN)/python -m pip install -q -e '.[features,bench,dev,registry,synthetic]'
+	$(BIN)/python -m pip install -q -e '.[features,bench,dev,registry,synthetic,deploy]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,11 +28,25 @@ demo: triton-runtime
 serve: triton-runtime
 	$(BIN)/python -m runtime.serve $(ARGS)
 
-test: triton-runtime wrk
+test: triton-runtime wrk promtool
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+
+.PHONY: promtool deploy-check
+
+# promtool + prometheus (Debian's package) for tests/deploy; the tests start their own
+# Prometheus, so the packaged service is stopped and disabled if the package started one.
+promtool:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  systemctl disable --now prometheus >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true; }
+
+# deploy/: render both overlays, schema + policy, Dockerfiles, promtool, and a real Prometheus
+# scraping a real gateway (tests/deploy; also part of `make test`).
+deploy-check: triton-runtime promtool
+	$(BIN)/python -m pytest tests/deploy $(PYTEST_ARGS)
 
 bench: triton-runtime wrk
 	$(BIN)/python -m bench.harness $(if $(QUICK),--quick,)

@@ -59,6 +59,7 @@ class ReplicaPool:
         self.replicas = [Replica(TritonBackend(u), up.labels(u)) for u in urls]
         for r in self.replicas:
             r.up.set(1)
+            self._ejections.labels(r.backend.url)  # a 0 series per replica from the start, for dashboards
         self._rr = itertools.cycle(range(len(self.replicas)))
         self.eject_after, self.base_ejection_s, self.max_ejection_s = eject_after, base_ejection_s, max_ejection_s
         self.health_interval_s, self.health_timeout_s = health_interval_s, health_timeout_s
