@@ -25,7 +25,7 @@ import time
 
 import triton_python_backend_utils as pb_utils
 
-THRESHOLD = {threshold!r}  # a request with a row whose last input is above this fails
+THRESHOLD = {threshold}  # a request with a row whose last input is above this fails
 SLOW_S = {slow_s!r}
 
 
@@ -69,7 +69,9 @@ def write_bad_version(repo: Path | str, *, model: str = "clf", from_version: int
     shutil.copytree(src, dst)
     (dst / "model.py").rename(dst / "good_model.py")
     threshold = NormalDist().inv_cdf(1 - fail_share) if fail_share > 0 else float("inf")
-    (dst / "model.py").write_text(WRAPPER.format(threshold=threshold, slow_s=slow_ms / 1e3))
+    # repr(inf) is 'inf', not Python: spell an endless threshold as an expression.
+    source = repr(threshold) if threshold != float("inf") else 'float("inf")'
+    (dst / "model.py").write_text(WRAPPER.format(threshold=source, slow_s=slow_ms / 1e3))
     return dst
 
 
