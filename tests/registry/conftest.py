@@ -17,6 +17,7 @@ from typing import Iterator
 import pytest
 
 from _helpers import TOKEN
+from tests.conftest import require  # the one rule: fail under CI=true, skip elsewhere
 from runtime.stack import GatewayProcess
 from runtime.triton import DEFAULT_REPOSITORY, TritonRuntime, TritonServer, free_port
 
@@ -33,12 +34,6 @@ EXPERIMENTS_YAML = """experiments:
 """
 
 
-def require(ok: bool, why: str) -> None:
-    """Missing services fail under CI=true, skip elsewhere."""
-    if not ok:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(why)
-        pytest.skip(why)
 
 
 @dataclass
