@@ -17,21 +17,13 @@ from typing import Iterator
 import pytest
 
 from _helpers import TOKEN
+from registry.demo import EXPERIMENTS
 from tests.conftest import require  # the one rule: fail under CI=true, skip elsewhere
 from runtime.stack import GatewayProcess
 from runtime.triton import DEFAULT_REPOSITORY, TritonRuntime, TritonServer, free_port
 
 EXPERIMENT = "clf-demo"
-EXPERIMENTS_YAML = """experiments:
-  - name: clf-demo
-    model: clf
-    salt: clf-demo-1
-    control: a
-    variants:
-      - {name: a, weight: 100, target: {model: clf, version: "1"}}
-      - {name: b, weight: 0, target: {model: clf, version: "1"}}
-    guardrails: {max_error_rate: 0.02, max_p99_ms: 250}
-"""
+EXPERIMENTS_YAML = EXPERIMENTS   # the demo's experiment: a at 100 %, b at 0 %, guardrails set
 
 
 
