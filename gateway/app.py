@@ -7,6 +7,7 @@ OpenAPI) and runs the lifespan that builds `Components`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -23,6 +24,7 @@ from gateway.components import Components
 from gateway.config import GatewayConfig
 from gateway.extensions import load_extensions
 from gateway.request import InferRequest
+from gateway.series import VariantSeries
 from gateway.routes import admin_routes, exception_handlers, make_routes
 from httpcommon.auth import match_token
 
@@ -46,6 +48,7 @@ class Gateway:
         self._tokens = {i: t.encode() for i, t in config.admin_tokens.items()}
         # Read at scrape time (sampled each second with --workers): nothing on the request path.
         self.components.metrics.track(self.components.metrics.in_flight, lambda: self._in_flight)
+        self.series: VariantSeries | None = None  # built in the lifespan (needs the router)
         self.extensions = load_extensions(config.extensions, config)
         self.app = Starlette(routes=make_routes(self) + [r for x in self.extensions for r in x.routes],
                              lifespan=self._lifespan,
@@ -62,6 +65,9 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.components.start()
+        # The console's per-variant series: sampled each second, off the request path.
+        self.series = VariantSeries(self.components.metrics, self.components.routes)
+        sampler = asyncio.ensure_future(self.series.run())
         # Everything built at start-up (Feast, pandas, pyarrow, grpc modules: ~10^6 objects)
         # lives as long as the process: move it out of the collector's reach, or each full
         # collection pauses the event loop for tens of milliseconds under load.
@@ -70,6 +76,7 @@ class Gateway:
         try:
             yield
         finally:
+            sampler.cancel()
             await self.components.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
