@@ -28,11 +28,16 @@ demo: triton-runtime
 serve: triton-runtime
 	$(BIN)/python -m runtime.serve $(ARGS)
 
-test: triton-runtime wrk promtool
+test: triton-runtime wrk promtool chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+
+# Debian's chromium for tests/console (Playwright drives it; no browser download).
+.PHONY: chromium
+chromium:
+	@test -x /usr/lib/chromium/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 .PHONY: promtool deploy-check
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib.resources import files
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 __all__ = ["console_routes", "CSP"]
@@ -34,11 +34,7 @@ def console_routes() -> list[Route]:
             return Response(body[name], media_type=_FILES[name], headers=_HEADERS)
         return endpoint
 
-    async def slash(request: Request) -> Response:
-        return RedirectResponse("/console", status_code=308)
-
     return [Route("/console", static("index.html"), methods=["GET"]),
-            Route("/console/", slash, methods=["GET"]),
             Route("/console/app.js", static("app.js"), methods=["GET"]),
             Route("/console/app.css", static("app.css"), methods=["GET"]),
             Route("/console/favicon.svg", static("favicon.svg"), methods=["GET"])]
