@@ -116,7 +116,7 @@ def _emit(doc: Any, as_json: bool, out: TextIO) -> None:
 def _run(client: AdminClient, args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     cmd = args.command
     if cmd == "list":
-        exps = client.list()
+        exps = client.experiments()
         if args.json:
             _emit(exps, True, out)
         else:

@@ -16,10 +16,9 @@ did not answer (or answered 5xx).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from typing import Any, Callable, Sequence, TextIO
+from typing import Sequence, TextIO
 
 from .assign import CompiledExperiment
 from .config import default_experiments, load_experiments

@@ -86,7 +86,7 @@ class AdminClient:
     def path(name: str, rest: str = "") -> str:
         return "/admin/experiments/" + urllib.parse.quote(name, safe="") + rest
 
-    def list(self) -> list[dict[str, Any]]:
+    def experiments(self) -> list[dict[str, Any]]:
         return self.request("GET", "/admin/experiments")["experiments"]
 
     def show(self, name: str) -> dict[str, Any]:

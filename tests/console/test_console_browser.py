@@ -84,6 +84,15 @@ def test_without_a_token_only_the_login_form(chromium: Any, console_stack: Stack
     p.wait_for_selector(f'#experiments tbody tr[data-name="{EXPERIMENT}"]')
     assert TOKEN not in p.url and p.evaluate("document.cookie") == "" and ctx.cookies() == []
     assert p.evaluate("Object.values(sessionStorage)") == [TOKEN]
+    # A token the gateway no longer takes (expired, removed): back to the form, with the reason.
+    p.evaluate("sessionStorage.setItem(sessionStorage.key(0), 'expired-t0ken')")
+    p.reload()
+    p.wait_for_selector("#login:not([hidden])")
+    assert "refused" in p.inner_text("#login-error") and not p.is_visible("#app")
+    assert EXPERIMENT not in p.inner_text("body") and p.evaluate("sessionStorage.length") == 0
+    p.fill("#token", TOKEN)
+    p.click("#login-form button[type=submit]")
+    p.wait_for_selector(f'#experiments tbody tr[data-name="{EXPERIMENT}"]')
     # The API without the token answers 401 and nothing else.
     assert httpx.get(f"{console_stack.admin}/admin/experiments").status_code == 401
     p.click("#logout")
@@ -180,6 +189,8 @@ def test_weight_change_in_the_page_reaches_a_second_gateway_within_1s(page: Page
         except AssertionError:
             raise AssertionError(f"the second gateway did not route moved units to a within 1 s of the PUT") from None
         assert time.monotonic() - t_put < 1.0, elapsed
+        print(f"\nconsole: moved units routed anew by the second gateway {1e3 * (time.monotonic() - t_put):.0f} ms "
+              "after the page's PUT answered (25 probes, sequential)")
         # The offline tool, given the stored config, agrees with the second gateway unit by unit.
         stored = st.state(st.admin2)["config"]
         assert [v["weight"] for v in stored["variants"]] == [70, 30]
