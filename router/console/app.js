@@ -107,11 +107,11 @@
 
   // ---- one experiment --------------------------------------------------------------------
   async function select(name) {
-    S.name = name; S.dirty = false; S.draft = null; S.series = null;
+    S.name = name; S.dirty = false; S.draft = null; S.series = null; S.shown = null;
     history.replaceState(null, "", "#" + encodeURIComponent(name));
     for (const tr of $("experiments").tBodies[0].rows) tr.classList.toggle("selected", tr.getAttribute("data-name") === name);
     $("e-confirm").hidden = true; $("e-conflict").hidden = true; text($("e-saved"), ""); clearFieldErrors();
-    $("e-reason").value = "";
+    clearPreview(); $("e-reason").value = "";
     $("detail").hidden = false;
     await refresh();
     await loadHistory();
@@ -124,7 +124,12 @@
     if (name !== S.name) return;
     const versionChanged = S.state && S.state.version !== state.version;
     S.state = state; S.series = series;
-    if (!S.dirty) { S.draft = structuredClone(state.config); S.base = state.version; renderEdit(); }
+    // Rebuild the form only when the stored config changed: a rebuild every poll would take the
+    // focus and the allowlist's variant choice from someone about to type.
+    const shown = JSON.stringify([state.version, state.config]);
+    if (!S.dirty && shown !== S.shown) {
+      S.draft = structuredClone(state.config); S.base = state.version; S.shown = shown; renderEdit();
+    }
     renderDetail();
     drawCharts();
     if (versionChanged) loadHistory().catch(showListError);
@@ -188,7 +193,7 @@
     chart($("chart-rps"), names, pts, (f) => f.rps);
     chart($("chart-p99"), names, pts, (f) => f.p99_ms);
     const lg = clear($("chart-legend"));
-    names.forEach((n, i) => lg.append(el("span", {}, el("i", { class: "c" + (i % 6) }), n)));
+    names.forEach((n, i) => lg.append(el("span", {}, el("span", { class: "swatch c" + (i % 6) }), n)));
   }
   function chart(node, names, pts, get) {
     clear(node);
@@ -246,8 +251,10 @@
       rm.addEventListener("click", () => { delete d.allowlist[unit]; markDirty(); renderEdit(); });
       tbA.append(el("tr", {}, el("td", {}, unit), el("td", {}, "→ " + variant), el("td", {}, rm)));
     }
-    const sel = clear($("e-allow-variant"));
+    const sel = $("e-allow-variant"), chosen = sel.value;
+    clear(sel);
     for (const v of d.variants) sel.append(el("option", { value: v.name }, v.name));
+    if (d.variants.some((v) => v.name === chosen)) sel.value = chosen;
     updateWeights();
   }
   function updateWeights() {
@@ -261,6 +268,7 @@
       text(r.querySelector(".buckets"), hundredths(v.weight));
     });
   }
+  function clearPreview() { text($("e-preview"), ""); $("e-preview").removeAttribute("data-buckets"); }
   function markDirty() {
     S.dirty = true; text($("e-saved"), ""); $("e-conflict").hidden = true; $("e-confirm").hidden = true;
     clearTimeout(S.previewTimer); S.previewTimer = setTimeout(() => preview().catch(() => {}), 250);
@@ -301,7 +309,7 @@
       $("e-preview").setAttribute("data-buckets", r.buckets_moved);
       return r;
     } catch (e) {
-      text($("e-preview"), ""); $("e-preview").removeAttribute("data-buckets");
+      clearPreview();
       showFieldError(e.doc);
       return null;
     }
@@ -323,7 +331,7 @@
     if (reason) headers["x-change-reason"] = reason;
     try {
       const r = await api("PUT", expPath(S.name), body(), headers);
-      S.dirty = false; clearFieldErrors(); text($("e-preview"), ""); $("e-reason").value = "";
+      S.dirty = false; clearFieldErrors(); clearPreview(); $("e-reason").value = "";
       text($("e-saved"), `Saved as version ${r.version}.`);
       await refresh(); await loadHistory();
     } catch (e) {
@@ -390,10 +398,10 @@
     $("edit").addEventListener("submit", (ev) => { ev.preventDefault(); save(false); });
     $("e-confirm-yes").addEventListener("click", () => save(true));
     $("e-confirm-no").addEventListener("click", () => { $("e-confirm").hidden = true; });
-    $("e-reset").addEventListener("click", () => { S.dirty = false; clearFieldErrors(); text($("e-preview"), "");
+    $("e-reset").addEventListener("click", () => { S.dirty = false; S.shown = null; clearFieldErrors(); clearPreview();
       $("e-conflict").hidden = true; $("e-confirm").hidden = true; refresh().catch(showListError); });
-    $("e-conflict-load").addEventListener("click", () => { S.dirty = false; $("e-conflict").hidden = true; clearFieldErrors();
-      text($("e-preview"), ""); refresh().catch(showListError); });
+    $("e-conflict-load").addEventListener("click", () => { S.dirty = false; S.shown = null; $("e-conflict").hidden = true; clearFieldErrors();
+      clearPreview(); refresh().catch(showListError); });
     $("e-pause").addEventListener("click", () => setStatus("paused"));
     $("e-stop").addEventListener("click", () => setStatus("stopped"));
     $("e-resume").addEventListener("click", () => setStatus("running"));

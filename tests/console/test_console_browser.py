@@ -253,6 +253,37 @@ def test_stale_edit_is_refused_with_the_newer_version_shown(page: Page, console_
     pg.errors.clear()
 
 
+def test_allowlist_and_pause_from_the_page(page: Page, console_stack: Stack) -> None:
+    pg, st = page, console_stack
+    v0 = st.state()["version"]
+    offline = _offline_assign(st.state()["config"], [f"vip-{i}" for i in range(50)], st.tmp)
+    vip = next(u for u, v in offline.items() if v == "a")   # a unit the hash gives to a...
+    pg.page.fill("#e-allow-unit", vip)
+    pg.page.select_option("#e-allow-variant", "b")          # ...pinned to b
+    pg.page.click("#e-allow-add")
+    pg.page.wait_for_selector('#e-preview[data-buckets="0"]')
+    pg.page.click("#e-save")                                  # moves no bucket: no confirmation
+    wait_js(pg.page, "document.getElementById('e-saved').textContent.includes('Saved as version')")
+    assert st.state()["config"]["allowlist"] == {vip: "b"} and st.state()["version"] == v0 + 1
+    with httpx.Client() as c:
+        assert infer(c, st.gw2.url, vip, [0.0] * INPUT_WIDTH)["variant"] == "b"
+        pg.page.click("#e-pause")
+        pg.page.wait_for_selector('#e-preview[data-buckets="2500"]')   # b's 25 % go to control
+        pg.page.click("#e-save")
+        pg.page.wait_for_selector("#e-confirm:not([hidden])")
+        pg.page.click("#e-confirm-yes")
+        wait_js(pg.page, "document.getElementById('d-status').textContent === 'paused'")
+        assert st.state()["config"]["status"] == "paused"
+        assert infer(c, st.gw2.url, vip, [0.0] * INPUT_WIDTH)["variant"] == "a"   # paused: control only
+        pg.page.click("#e-resume")
+        pg.page.wait_for_selector('#e-preview[data-buckets="2500"]')
+        pg.page.click("#e-save")
+        pg.page.click("#e-confirm-yes")
+        wait_js(pg.page, "document.getElementById('d-status').textContent === 'running'")
+    wait_js(pg.page, "document.querySelector('#d-history tbody tr').textContent.includes('status paused→running')")
+    _no_errors(pg)
+
+
 def test_injected_skew_turns_srm_red(page: Page, console_stack: Stack, screenshots) -> None:
     pg, st = page, console_stack
     cfg = st.state()["config"]
@@ -281,8 +312,9 @@ def test_an_experiment_name_is_shown_escaped(page: Page, console_stack: Stack, s
     pg, st = page, console_stack
     body = {"model": "xss-model", "salt": "xss", "variants": [
         {"name": "<b>bold</b>", "weight": 50, "target": {"model": "clf", "version": "1"}},
-        {"name": "b", "weight": 50, "target": {"model": "clf", "version": "2"}}],
-        "allowlist": {"<script>alert(1)</script>": "b"}}
+        {"name": "b", "weight": 50, "target": {"model": "clf", "version": "1"}}],
+        "allowlist": {"<script>alert(1)</script>": "b"},
+        "shadow": {"variant": "<i>shadow</i>", "share": 100, "target": {"model": "clf", "version": "2"}}}
     from urllib.parse import quote
     r = httpx.put(f"{st.admin}/admin/experiments/{quote(XSS_NAME, safe='')}", json=body, headers=AUTH)
     assert r.status_code == 200, r.text
@@ -292,8 +324,19 @@ def test_an_experiment_name_is_shown_escaped(page: Page, console_stack: Stack, s
     wait_js(pg.page, f"document.getElementById('d-title').textContent === {XSS_NAME!r}")
     assert pg.page.inner_text("#d-title") == XSS_NAME
     assert "<b>bold</b>" in pg.page.inner_text("#d-live") and "<script>alert(1)</script>" in pg.page.inner_text("#e-allow")
-    assert pg.page.evaluate("document.querySelectorAll('img, b, script:not([src])').length") == 0
+    assert pg.page.evaluate("document.querySelectorAll('img, b, i, script:not([src])').length") == 0
     assert pg.page.evaluate("window.__xss") is None
+    # Shadow figures: every unit mirrored to clf:2; the page shows calls, latency and the diff.
+    with httpx.Client() as c:
+        for i in range(20):
+            r = c.post(f"{st.gw1.url}/v1/infer", json={"model": "xss-model", "unit_id": f"sh-{i}",
+                                                      "inputs": [0.5] * INPUT_WIDTH}, timeout=5)
+            assert r.status_code == 200, r.text
+    wait_js(pg.page, "document.getElementById('d-shadow-box').textContent.includes(': 20 calls')")
+    shadow = pg.page.inner_text("#d-shadow-box")
+    assert "<i>shadow</i> mirrors 100.00 % of units" in shadow
+    diff = float(shadow.rsplit("prediction diff| ", 1)[1])
+    assert diff > 0   # v2 is another model than v1: their outputs differ
     if screenshots:
         pg.page.screenshot(path=str(screenshots / "console-escaped.png"), full_page=True)
     pg.page.click(f'#experiments tbody tr[data-name="{EXPERIMENT}"]')
