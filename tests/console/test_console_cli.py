@@ -126,3 +126,26 @@ def test_preview_route_matches_the_router_tables_and_stores_nothing(st: Stack) -
     assert bad.status_code == 400 and bad.json()["error"] == "unknown_variant"
     assert httpx.post(f"{st.admin}/admin/experiments/{NAME}/preview", json=body).status_code == 401
     assert st.state(name=NAME) ["version"] == state["version"]
+
+
+def test_set_weights_asks_on_a_terminal(st: Stack) -> None:
+    import pty
+
+    def ask(answer: str) -> tuple[int, str]:
+        master, slave = pty.openpty()
+        env = {**os.environ, "INFERGATE_ADMIN_TOKENS": f"ops:{TOKEN}"}
+        proc = subprocess.Popen([sys.executable, "-m", "router", "set-weights", NAME, "a=60", "b=40",
+                                 "--gateway", st.admin], stdin=slave, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+        os.close(slave)
+        os.write(master, answer.encode())
+        out, err = proc.communicate(timeout=30)
+        os.close(master)
+        return proc.returncode, out + err
+
+    version = st.state(name=NAME)["version"]
+    rc, out = ask("n\n")
+    assert rc == 2 and "moves" in out and f"save {NAME} version {version + 1}? [y/N]" in out and "not saved" in out
+    assert st.state(name=NAME)["version"] == version
+    rc, out = ask("y\n")
+    assert rc == 0 and f"saved {NAME} as version {version + 1}: a=60 b=40" in out, out
