@@ -13,6 +13,7 @@ admin request is answered by one of them (the console says so).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from typing import Any
@@ -20,6 +21,8 @@ from typing import Any
 from gateway.metrics import GatewayMetrics
 
 __all__ = ["VariantSeries"]
+
+log = logging.getLogger("infergate")
 
 
 def _value(child: Any) -> float:
@@ -90,4 +93,7 @@ class VariantSeries:
         """Sample every ``interval_s`` until cancelled (started in the gateway's lifespan)."""
         while True:
             await asyncio.sleep(self.interval_s)
-            self.sample()
+            try:
+                self.sample()
+            except Exception:  # a bug must not end the series for the life of the process
+                log.exception("series: sampling failed; retrying next interval")
