@@ -127,8 +127,10 @@ class Load:
             t.join(10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
+    """Module scope, not session: Playwright's sync API keeps an asyncio loop running in this
+    thread while it is open, and the async tests of later modules could not start theirs."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
