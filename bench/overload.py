@@ -165,7 +165,7 @@ def judge(cells: dict[tuple[str, int], dict[str, Any]], static_c1: dict[str, Any
     return bars
 
 
-def plot(cells: list[dict[str, Any]], path: Path) -> Path | None:
+def plot(cells: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -186,6 +186,8 @@ def plot(cells: list[dict[str, Any]], path: Path) -> Path | None:
         ax.set_title(title)
         ax.legend()
         ax.grid(True, alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -256,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
            "static_c1": static_c1, "cells": list(cells.values()), "bars": bars, "raw_runs": all_runs}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "overload.json").write_text(json.dumps(doc, indent=2) + "\n")
-    png = plot(list(cells.values()), a.out / "overload.png")
+    loads = [r["loadavg_1m"][1] for r in all_runs]
+    png = plot(list(cells.values()), a.out / "overload.png",
+               f"make overload {stamp}, medians of {runs} x {duration:g} s; load average {min(loads):.1f}-{max(loads):.1f} "
+               f"on {os.cpu_count()} CPUs" if loads else "")
     for cl in [static_c1, *cells.values()] if static_c1 else cells.values():
         print(f"{cl['mode']:7} c={cl['connections']:5} goodput {cl['goodput']:8.0f} shed {cl['shed_share']:.3f} "
               f"p50 {cl['p50_ms']:7.2f} p99 {cl['p99_ms']:7.2f} probe429p99 {cl['probe_429_p99_ms']} "
