@@ -56,7 +56,7 @@ class Limiter:
     `update()`, once per window.
     """
 
-    __slots__ = ("min_limit", "max_limit", "tolerance", "window_s", "min_samples", "light_in_flight",
+    __slots__ = ("initial", "min_limit", "max_limit", "tolerance", "window_s", "min_samples", "light_in_flight",
                  "floor_relax", "sheddable_fraction", "max_cut", "clock",
                  "limit", "sheddable_limit", "in_flight", "floor_s", "estimate_s", "updates",
                  "_n", "_sum", "_peak", "_next")
@@ -69,7 +69,7 @@ class Limiter:
             raise ValueError("need 1 <= min_limit <= initial <= max_limit")
         if tolerance <= 1.0 or window_s <= 0 or not 0 < sheddable_fraction <= 1:
             raise ValueError("need tolerance > 1, window_s > 0 and 0 < sheddable_fraction <= 1")
-        self.min_limit, self.max_limit = min_limit, max_limit
+        self.initial, self.min_limit, self.max_limit = initial, min_limit, max_limit
         self.tolerance, self.window_s, self.min_samples = tolerance, window_s, min_samples
         self.light_in_flight, self.floor_relax = light_in_flight, floor_relax
         self.sheddable_fraction = sheddable_fraction
@@ -124,14 +124,19 @@ class Limiter:
     def update(self, now: float) -> None:
         """Recompute the limit from the window that just ended (pure arithmetic)."""
         n, total, peak = self._n, self._sum, self._peak
-        self._n, self._sum, self._peak = 0, 0.0, self.in_flight
         self._next = now + self.window_s
         self.updates += 1
         if n < self.min_samples:
-            # Too few answers to judge: nothing is queueing, so expect the floor again.
+            if peak > self.light_in_flight:
+                return   # busy but slow: keep adding to this window until it can be judged
+            # Nearly idle: nothing is queueing, so expect the floor again, and forget a past
+            # overload (back towards the initial limit, as below).
+            self._n, self._sum, self._peak = 0, 0.0, self.in_flight
             if not math.isinf(self.floor_s):
                 self.estimate_s = self.floor_s
+            self._relax()
             return
+        self._n, self._sum, self._peak = 0, 0.0, self.in_flight
         raw = total / n
         # Smoothed over two windows: one slow window (a GC pause, a neighbour's burst on a
         # shared host) must not cut the limit by itself.
@@ -150,8 +155,19 @@ class Limiter:
         elif peak * 2 >= limit:
             # Only a limit in use may grow: an idle gateway must not drift to the ceiling.
             limit = min(self.max_limit, limit + max(1, int(math.sqrt(limit))))
+        else:
+            self._relax()
+            return
         self.limit = limit
         self.sheddable_limit = max(1, int(limit * self.sheddable_fraction))
+
+    def _relax(self) -> None:
+        """A quiet window: a limit cut below `initial` by a past overload grows back towards
+        it (never above), so the next burst after a quiet spell is not refused for a load
+        that is gone."""
+        if self.limit < self.initial:
+            self.limit = min(self.initial, self.limit + max(1, int(math.sqrt(self.limit))))
+            self.sheddable_limit = max(1, int(self.limit * self.sheddable_fraction))
 
 
 def parse_priority(raw: bytes | None, default: int) -> tuple[int, bool]:

@@ -77,7 +77,7 @@ class GatewayConfig:
     # `admission_min_limit` and `max_in_flight_requests` (the hard ceiling); `static` is the
     # fixed cap alone. Beyond the limit: 429 + Retry-After before the body is read.
     admission: str = "adaptive"
-    admission_initial_limit: int = 64
+    admission_initial_limit: int = 256
     admission_min_limit: int = 32
     admission_tolerance: float = 10.0
     admission_window_ms: int = 100

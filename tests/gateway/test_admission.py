@@ -176,3 +176,20 @@ def test_config_checks_admission_fields() -> None:
             GatewayConfig.from_env(env)
     with pytest.raises(ValueError):
         Limiter(initial=8, min_limit=16)
+
+
+def test_a_quiet_spell_forgets_a_past_overload_up_to_the_initial_limit() -> None:
+    lim, clock = make(initial=64)
+    drive(lim, clock, offered=10, windows=3)
+    drive(lim, clock, offered=5000, windows=20, model=lambda k: FLOOR_S * 50)
+    assert lim.limit == 8
+    seen = drive(lim, clock, offered=2, windows=30)       # too few answers to judge: quiet
+    assert seen["limits"][0] > 8 and lim.limit == 64, seen["limits"]
+    lim.limit = 8
+    drive(lim, clock, offered=8, windows=20, model=lambda k: FLOOR_S * 50)   # busy, < min_samples
+    assert lim.limit == 8, "a busy window with too few answers is not a quiet one"
+    drive(lim, clock, offered=5000, windows=20, model=lambda k: FLOOR_S * 50)
+    seen = drive(lim, clock, offered=12, windows=30)      # answered, fast, limit unused
+    assert lim.limit == 64, seen["limits"]
+    seen = drive(lim, clock, offered=2, windows=50)
+    assert lim.limit == 64, "never above the initial limit without use"
