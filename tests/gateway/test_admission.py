@@ -193,3 +193,42 @@ def test_a_quiet_spell_forgets_a_past_overload_up_to_the_initial_limit() -> None
     assert lim.limit == 64, seen["limits"]
     seen = drive(lim, clock, offered=2, windows=50)
     assert lim.limit == 64, "never above the initial limit without use"
+
+
+async def test_a_shadow_call_is_sheddable_traffic() -> None:
+    """The pipeline asks the admission before it sends a shadow call (gateway/app.py wires
+    `Limiter.shadow_allowed` in at start-up); refused, it is counted as dropped."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import numpy as np
+    from prometheus_client import CollectorRegistry
+
+    from gateway.errors import ErrorMap
+    from gateway.metrics import GatewayMetrics
+    from gateway.pipeline import Pipeline
+    from gateway.unexpected import UnexpectedErrors
+
+    reg = CollectorRegistry()
+    submitted = []
+
+    def submit(rows, deadline):
+        submitted.append(rows)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result((np.zeros((1, 1), np.float32), None))
+        return fut
+
+    batcher = SimpleNamespace(submit=submit)
+    routes = SimpleNamespace(record_shadow=lambda *args: None)
+    p = Pipeline(routes, None, {"shadow-target": batcher}, GatewayMetrics(reg), ErrorMap(), UnexpectedErrors(reg))
+    lim, _ = make(initial=8, min_limit=8, sheddable_fraction=0.5)
+    p.shadow_allowed = lim.shadow_allowed
+    for _ in range(4):
+        lim.admit(CRITICAL, 1.0)
+    a = SimpleNamespace(shadow=("b", "shadow-target"))
+    p._start_shadow(a, np.zeros((1, 2), np.float32), np.zeros((1, 1), np.float32), 1e9)
+    assert not submitted and reg.get_sample_value("infergate_shadow_dropped_total") == 1
+    lim.done(0.0, False)                      # 3 in flight < 4: shadow calls go out again
+    p._start_shadow(a, np.zeros((1, 2), np.float32), np.zeros((1, 1), np.float32), 1e9)
+    await p.drain_shadows(1.0)
+    assert len(submitted) == 1 and reg.get_sample_value("infergate_shadow_dropped_total") == 1
