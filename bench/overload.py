@@ -260,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     (a.out / "overload.json").write_text(json.dumps(doc, indent=2) + "\n")
     loads = [r["loadavg_1m"][1] for r in all_runs]
     png = plot(list(cells.values()), a.out / "overload.png",
-               f"make overload {stamp}, medians of {runs} x {duration:g} s; load average {min(loads):.1f}-{max(loads):.1f} "
-               f"on {os.cpu_count()} CPUs" if loads else "")
+               f"make overload {stamp}, medians of {runs} x {duration:g} s; load average "
+               f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs" if loads else "")
     for cl in [static_c1, *cells.values()] if static_c1 else cells.values():
         print(f"{cl['mode']:7} c={cl['connections']:5} goodput {cl['goodput']:8.0f} shed {cl['shed_share']:.3f} "
               f"p50 {cl['p50_ms']:7.2f} p99 {cl['p99_ms']:7.2f} probe429p99 {cl['probe_429_p99_ms']} "

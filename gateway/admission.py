@@ -6,9 +6,9 @@ synthetic latencies). It learns the **floor** (the mean round trip of a window u
 load) and keeps the in-flight limit where the admitted round trip stays within
 `tolerance` × floor: while it does and the limit is in use, the limit grows by about
 √limit per window; when the window's mean round trip passes that target (queueing), it shrinks
-by the ratio target/mean (by at most `max_cut` per window; the mean is smoothed over two windows). The same idea as Envoy's
-adaptive concurrency filter (a gradient against a measured minimum) and Netflix's
-concurrency-limits (Gradient2 / Vegas: a queue allowance of √limit), with two differences
+by the ratio target/mean (to no less than `max_cut` of itself per window; the mean is smoothed
+over two windows). The same idea as Envoy's adaptive concurrency filter (a gradient against
+a measured minimum) and Netflix's concurrency-limits (Gradient2 / Vegas: a queue allowance of √limit), with two differences
 that suit a micro-batching gateway on a CPU-bound event loop: the floor is re-learnt only
 when the gateway is nearly idle (never by cutting admitted concurrency, which Envoy does
 and which would shed at modest load), and the tolerance is a multiple of the floor, because
