@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install triton-runtime model-repo demo serve test bench profile wrk clean rollout-demo
+.PHONY: install triton-runtime model-repo demo serve test bench profile wrk clean rollout-demo overload
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ deploy-check: triton-runtime promtool
 
 bench: triton-runtime wrk
 	$(BIN)/python -m bench.harness $(if $(QUICK),--quick,)
+
+# issue 18: honouring callers and a retry storm at c=64..2048 (~6 min; QUICK=1: 1 run of 4 s)
+overload: triton-runtime wrk
+	$(BIN)/python -m bench.overload $(if $(QUICK),--quick,)
 
 profile: triton-runtime wrk
 	$(BIN)/python -m bench.profile
