@@ -59,6 +59,12 @@ class InvalidField(BadRequest):
         self.field = field
 
 
+class TritonRefused(BadRequest):
+    """Triton answered INVALID_ARGUMENT for a request the gateway passed on."""
+
+    code = "triton_refused"
+
+
 class Unauthorized(GatewayError):
     code = "unauthorized"
 
