@@ -19,7 +19,7 @@ import orjson
 
 from gateway.errors import BadRequest, InvalidField, PayloadTooLarge, UnsupportedMediaType
 from gateway.request import InferRequest, InferResult, PublicModel, load_object, unit_id_of
-from gateway.tensors import FLOATS, check_shape, from_binary, from_json, to_binary, to_json
+from gateway.tensors import FLOATS, TensorSpec, check_shape, from_binary, from_json, to_binary, to_json
 
 _FLOAT_KINDS = frozenset("fiu")
 
@@ -132,43 +132,47 @@ class V2Codec:
         """The demo shape (one FP32 input, rows x width): the short path measured by `make bench`."""
         name = self._simple_name
         if not isinstance(t, dict):
-            raise InvalidField("inputs[0]", "must be an object")
+            raise InvalidField("inputs[0]", f"input {name!r}: must be an object")
         if t.get("name") != name:
-            raise InvalidField("inputs[0].name", f"expected {name!r}, got {t.get('name')!r}")
+            raise InvalidField("inputs[0].name", f"unknown input {t.get('name')!r}; the model takes [{name!r}]")
         if t.get("datatype") != "FP32":
-            raise InvalidField(f"inputs[0] {name!r}.datatype", f"expected FP32, got {t.get('datatype')!r}")
+            raise InvalidField("inputs[0].datatype", f"input {name!r}: expected FP32, got {t.get('datatype')!r}")
         width = self._widths[1] if with_entity and self.public.join is not None else self._widths[0]
         shape = t.get("shape")
         if (not isinstance(shape, list) or len(shape) != 2
                 or not all(type(d) is int for d in shape)
                 or shape[1] != width or not 1 <= shape[0] <= self.max_rows):
-            raise InvalidField(f"inputs[0] {name!r}.shape", f"expected [n, {width}] with 1 <= n <= {self.max_rows} "
-                               f"({'with' if with_entity else 'without'} an entity), got {shape!r}")
+            raise InvalidField("inputs[0].shape", f"input {name!r}: expected [n, {width}] with 1 <= n <= "
+                               f"{self.max_rows} ({'with' if with_entity else 'without'} an entity), got {shape!r}")
         n = shape[0]
         tparams = t.get("parameters") or {}
         size = tparams.get("binary_data_size") if isinstance(tparams, dict) else None
         if size is not None:
             if type(size) is not int or size != n * width * 4:
-                raise InvalidField(f"inputs[0] {name!r}.parameters.binary_data_size", f"expected {n * width * 4} bytes")
+                raise InvalidField("inputs[0].parameters.binary_data_size",
+                                   f"input {name!r}: expected {n * width * 4} bytes")
             if len(binary) != size:
-                raise InvalidField(f"inputs[0] {name!r}", f"binary section holds {len(binary)} bytes, expected {size}")
+                raise InvalidField("inputs[0]", f"input {name!r}: binary section holds {len(binary)} bytes, "
+                                   f"expected {size}")
             arr = np.frombuffer(binary, dtype=self._np_dtype).reshape(n, width)
         else:
             if len(binary):
-                raise InvalidField(f"inputs[0] {name!r}", f"{len(binary)} binary bytes but no binary_data_size")
+                raise InvalidField("inputs[0]", f"input {name!r}: {len(binary)} binary bytes but no "
+                                   "binary_data_size")
             data = t.get("data")
             if not isinstance(data, list):
-                raise InvalidField(f"inputs[0] {name!r}.data", "required (or binary_data_size)")
+                raise InvalidField("inputs[0].data", f"input {name!r}: required (or binary_data_size)")
             try:
                 raw = np.array(data)
             except (ValueError, TypeError, OverflowError):
-                raise InvalidField(f"inputs[0] {name!r}.data", "must be a flat or nested list of numbers") from None
+                raise InvalidField("inputs[0].data",
+                                   f"input {name!r}: must be a flat or nested list of numbers") from None
             if raw.dtype.kind not in _FLOAT_KINDS or raw.size != n * width:
-                raise InvalidField(f"inputs[0] {name!r}.data", f"expected {n * width} numbers of type FP32")
+                raise InvalidField("inputs[0].data", f"input {name!r}: expected {n * width} numbers of type FP32")
             with np.errstate(over="ignore", invalid="ignore"):
                 arr = raw.astype(self._np_dtype).reshape(n, width)
         if not np.isfinite(arr).all():
-            raise InvalidField(f"inputs[0] {name!r}.data", "values must be finite")
+            raise InvalidField("inputs[0].data", f"input {name!r}: values must be finite")
         return {name: arr}
 
     def _parse_inputs(self, inputs: object, binary: memoryview, with_entity: bool) -> dict[str, np.ndarray]:
@@ -185,38 +189,46 @@ class V2Codec:
             if ts is None:
                 raise InvalidField(f"inputs[{i}].name", f"unknown input {name!r}; the model takes "
                                    f"{list(self._in_names)}")
-            where = f"inputs[{i}] {name!r}"
-            if name in got:
-                raise InvalidField(where, "sent twice")
-            dims = self.public.request_dims(ts, with_entity)
-            if dims is None:
-                raise InvalidField(where, "is joined from the online features; do not send it with an entity")
-            if t.get("datatype") != ts.datatype:
-                raise InvalidField(f"{where}.datatype", f"expected {ts.datatype}, got {t.get('datatype')!r}")
-            shape = check_shape(where, t.get("shape"), dims, self._batchable, self.max_rows)
-            tparams = t.get("parameters") or {}
-            if not isinstance(tparams, dict):
-                raise InvalidField(f"{where}.parameters", "must be an object")
-            size = tparams.get("binary_data_size")
-            if size is not None:
-                if type(size) is not int or size < 0:
-                    raise InvalidField(f"{where}.parameters.binary_data_size", "must be a non-negative integer")
-                if offset + size > len(binary):
-                    raise InvalidField(f"{where}.parameters.binary_data_size",
-                                       f"{size} bytes at offset {offset} run past the binary section "
-                                       f"({len(binary)} bytes)")
-                arr = from_binary(where, ts.datatype, binary[offset:offset + size], shape)
-                offset += size
-            else:
-                arr = from_json(where, ts.datatype, t.get("data"), shape)
-            if ts.datatype in FLOATS and not np.isfinite(arr).all():
-                raise InvalidField(f"{where}.data", "values must be finite")
-            got[name] = arr
+            try:
+                got[name] = self._parse_one(f"inputs[{i}]", t, by_name[name], got, binary, offset, with_entity)
+            except InvalidField as exc:   # the same path, the input named in the problem
+                raise InvalidField(exc.field, f"input {name!r}: {exc.problem}") from None
+            size = (t.get("parameters") or {}).get("binary_data_size")
+            offset += size if type(size) is int else 0
         if offset != len(binary):
             raise InvalidField("inputs", f"the binary section holds {len(binary)} bytes; the inputs' "
                                f"binary_data_size add up to {offset}")
         self._check_complete(got, with_entity)
         return {n: got[n] for n in self._in_names if n in got}
+
+    def _parse_one(self, where: str, t: dict, ts: TensorSpec, got: dict, binary: memoryview, offset: int,
+                   with_entity: bool) -> np.ndarray:
+        name = ts.name
+        if name in got:
+            raise InvalidField(where, "sent twice")
+        dims = self.public.request_dims(ts, with_entity)
+        if dims is None:
+            raise InvalidField(where, "is joined from the online features; do not send it with an entity")
+        if t.get("datatype") != ts.datatype:
+            raise InvalidField(f"{where}.datatype", f"expected {ts.datatype}, got {t.get('datatype')!r}")
+        shape = check_shape(where, t.get("shape"), dims, self._batchable, self.max_rows)
+        tparams = t.get("parameters") or {}
+        if not isinstance(tparams, dict):
+            raise InvalidField(f"{where}.parameters", "must be an object")
+        size = tparams.get("binary_data_size")
+        if size is not None:
+            if type(size) is not int or size < 0:
+                raise InvalidField(f"{where}.parameters.binary_data_size", "must be a non-negative integer")
+            if offset + size > len(binary):
+                raise InvalidField(f"{where}.parameters.binary_data_size",
+                                   f"{size} bytes at offset {offset} run past the binary section "
+                                   f"({len(binary)} bytes)")
+            arr = from_binary(where, ts.datatype, binary[offset:offset + size], shape)
+        else:
+            arr = from_json(where, ts.datatype, t.get("data"), shape)
+        if ts.datatype in FLOATS and not np.isfinite(arr).all():
+            raise InvalidField(f"{where}.data", "values must be finite")
+        return arr
 
     def _check_complete(self, got: dict[str, np.ndarray], with_entity: bool) -> None:
         missing = [t.name for t in self.spec.inputs

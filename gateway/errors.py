@@ -56,7 +56,7 @@ class InvalidField(BadRequest):
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
-        self.field = field
+        self.field, self.problem = field, problem
 
 
 class TritonRefused(BadRequest):

@@ -60,6 +60,9 @@ def make_routes(gw: "Gateway") -> list[BaseRoute]:
                         for t in spec.outputs],
             "parameters": {"experiment": exp.config.name if exp else "default",
                            "entity_keys": list(codec.entity_keys),
+                           # The columns a one-input model's caller sends with an entity.
+                           "request_width": (pm.request_dims(spec.inputs[0], True) or (None,))[0]
+                           if spec.simple else None,
                            "max_batch_size": spec.max_batch_size,
                            "feature_join": ({"input": pm.join.input, "mode": pm.join.mode,
                                              "width": pm.join.width} if pm.join else None)},
