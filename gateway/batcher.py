@@ -189,6 +189,13 @@ class MicroBatcher:
             self.service_ewma_s += 0.1 * ((info.t_done - t_sent) - self.service_ewma_s)
             if len(batch) == 1:
                 _finish(batch[0], out, info, None)
+            elif len(out) == 1:  # the common case, kept lean: one output to slice
+                ((name, y),) = out.items()
+                start = 0
+                for p in batch:
+                    end = start + p.n
+                    _finish(p, {name: y[start:end]}, info, None)
+                    start = end
             else:
                 start = 0
                 for p in batch:

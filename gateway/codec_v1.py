@@ -67,22 +67,25 @@ class V1Codec:
     @staticmethod
     def _vector(pm: PublicModel, inputs: list, with_entity: bool) -> dict[str, np.ndarray]:
         """Today's form: one row of the model's single 1-D input."""
-        spec = pm.spec
-        sent = [t for t in spec.inputs if pm.request_dims(t, with_entity) is not None]
-        if len(sent) != 1 or len(pm.request_dims(sent[0], with_entity) or ()) != 1 or not spec.batchable:
-            raise InvalidField("inputs", f"this model takes named inputs: {{{', '.join(repr(t.name) for t in sent)}}}")
-        t = sent[0]
-        want = pm.request_dims(t, with_entity)[0]  # type: ignore[index]
-        if want >= 0 and len(inputs) != want:
+        v = pm.vector
+        if v is None or (with_entity and v[3] is None):
+            names = [t.name for t in pm.spec.inputs if pm.request_dims(t, with_entity) is not None]
+            raise InvalidField("inputs", f"this model takes named inputs: {names}")
+        name, datatype, plain, joined = v
+        want = joined if with_entity else plain
+        if want >= 0 and len(inputs) != want:  # type: ignore[operator]
             raise InvalidField("inputs", f"expected {want} numbers "
                                f"({'with' if with_entity else 'without'} an entity), got {len(inputs)}")
-        if t.datatype == "FP32":  # the demo's fast path
-            for v in inputs:
+        if datatype == "FP32":  # the demo's fast path
+            for x in inputs:
                 # JSON has no NaN/Infinity, so in float32 range means finite after conversion.
-                if type(v) not in _NUMBER or not -_F32_MAX <= v <= _F32_MAX:
+                if type(x) not in _NUMBER or not -_F32_MAX <= x <= _F32_MAX:
                     raise InvalidField("inputs", "must contain only numbers within float32 range")
-            return {t.name: np.array(inputs, dtype=np.float32).reshape(1, len(inputs))}
-        return {t.name: from_json(f"inputs {t.name!r}", t.datatype, inputs, (1, len(inputs)))}
+            return {name: np.array(inputs, dtype=np.float32).reshape(1, len(inputs))}
+        arr = from_json(f"inputs {name!r}", datatype, inputs, (1, len(inputs)))
+        if datatype in FLOATS and not np.isfinite(arr).all():
+            raise InvalidField("inputs", "values must be finite")
+        return {name: arr}
 
     @staticmethod
     def _named(pm: PublicModel, inputs: dict, with_entity: bool) -> dict[str, np.ndarray]:

@@ -3,7 +3,7 @@ model each codec checks requests against."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
@@ -51,6 +51,17 @@ class PublicModel:
     join: FeatureJoin | None
     entity_keys: tuple[str, ...]
     max_rows: int
+    # The v1 single-vector form, decided here once: (input, datatype, width without an
+    # entity, width with one), or None when the model takes named inputs only.
+    vector: tuple[str, str, int, int | None] | None = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        spec, vector = self.spec, None
+        if spec.batchable and len(spec.inputs) == 1 and len(spec.inputs[0].dims) == 1:
+            t = spec.inputs[0]
+            with_entity = self.request_dims(t, True)
+            vector = (t.name, t.datatype, t.dims[0], with_entity[0] if with_entity else None)
+        object.__setattr__(self, "vector", vector)
 
     @property
     def joins_features(self) -> bool:
