@@ -9,6 +9,8 @@ experiment and every test model by a default route (no experiment names them).
 
 from __future__ import annotations
 
+import copy
+import os
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -17,14 +19,19 @@ import httpx
 import numpy as np
 import orjson
 import pytest
+import schemathesis
 import tritonclient.http as triton_http
+from hypothesis import HealthCheck, settings
+from schemathesis.generation import GenerationMode
 from tritonclient.utils import InferenceServerException
 
+from gateway.openapi import openapi_document
 from runtime.anymodels import ECHO_TYPES, FORWARD
 from runtime.modelgen import anymodel_specs, generate_test_models
 from runtime.stack import GatewayProcess
 from runtime.triton import DEFAULT_REPOSITORY, TritonRuntime, TritonServer
 from tests.conftest import gateway_env
+from tests.gateway.test_fuzz import CHECKS
 
 MODELS = {m.name: m for m in anymodel_specs()}
 _NP = {"BOOL": np.bool_, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
@@ -249,3 +256,34 @@ def test_every_model_is_reachable_and_indexed(stack: tuple[TritonServer, Gateway
                               {"name": "ATTENTION_MASK", "datatype": "INT64", "shape": [-1, -1]}]
     assert meta["parameters"]["experiment"] == "default"
     assert httpx.get(f"{gw.url}/v2/models/nobatch").json()["parameters"]["max_batch_size"] == 0
+
+
+# -- schemathesis over the test models: the new request shapes ------------------------------
+
+FUZZ_EXAMPLES = 300 if os.environ.get("RUN_SLOW") == "1" else 60
+
+
+def _any_schema() -> schemathesis.BaseSchema:
+    """The gateway's own document, its infer operations only, with the model names pinned to
+    the test models (built at import, as in test_fuzz.py; every case goes to the live gateway)."""
+    doc = copy.deepcopy(openapi_document())
+    doc["paths"] = {p: v for p, v in doc["paths"].items() if p in ("/v1/infer", "/v2/models/{model}/infer")}
+    doc["components"]["parameters"]["Model"]["schema"] = {"type": "string", "enum": sorted(MODELS)}
+    doc["components"]["schemas"]["V1InferRequest"]["properties"]["model"] = {"type": "string", "enum": sorted(MODELS)}
+    s = schemathesis.openapi.from_dict(doc)
+    s.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+                               max_examples=FUZZ_EXAMPLES)
+    return s
+
+
+ANY_SCHEMA = _any_schema()
+
+
+@ANY_SCHEMA.parametrize()
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+def test_test_models_conform_to_the_openapi_document(case, stack: tuple[TritonServer, GatewayProcess]) -> None:
+    """Generated bodies for the test models (named inputs, every datatype): never a 5xx,
+    every answer as documented."""
+    _, gw = stack
+    response = case.call(base_url=gw.url, timeout=10)
+    case.validate_response(response, checks=CHECKS)
