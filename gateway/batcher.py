@@ -22,7 +22,7 @@ from typing import Awaitable, Callable
 
 import numpy as np
 
-from gateway.errors import DeadlineExceeded, GatewayError, Internal, Overloaded, ShuttingDown
+from gateway.errors import DeadlineExceeded, GatewayError, Internal, Overloaded, ShuttingDown, TritonRefused
 
 Arrays = dict[str, np.ndarray]
 InferFn = Callable[[Arrays, float], Awaitable[Arrays]]
@@ -184,7 +184,15 @@ class MicroBatcher:
         info = BatchInfo(sum(p.n for p in batch), len(batch), t_sent)
         timeout = max(p.deadline for p in batch) - t_sent
         try:
-            out = await self._infer(x, timeout)
+            try:
+                out = await self._infer(x, timeout)
+            except TritonRefused:
+                if len(batch) == 1:
+                    raise
+                # The model refused the batch for one request's values: ask again one request
+                # at a time, so that only the refused request gets the 400.
+                await asyncio.gather(*(self._alone(p, info) for p in batch))
+                return
             info.t_done = time.perf_counter()
             self.service_ewma_s += 0.1 * ((info.t_done - t_sent) - self.service_ewma_s)
             if len(batch) == 1:
@@ -218,6 +226,18 @@ class MicroBatcher:
                 self._scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)
             self._check_idle()
+
+    async def _alone(self, p: Pending, info: BatchInfo) -> None:
+        try:
+            out = await self._infer(p.inputs, p.deadline - time.perf_counter())
+        except (Exception, asyncio.CancelledError) as exc:
+            _finish(p, None, None, exc if isinstance(exc, GatewayError) else
+                    ShuttingDown("batch cancelled") if isinstance(exc, asyncio.CancelledError) else Internal(exc))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        info.t_done = time.perf_counter()
+        _finish(p, out, info, None)
 
     def _check_idle(self) -> None:
         if not self._queue and self._in_flight == 0:

@@ -238,6 +238,26 @@ def test_bad_inputs_are_400_naming_the_input(stack: tuple[TritonServer, GatewayP
     assert _triton_requests(triton) == before   # nothing reached Triton
 
 
+def test_triton_refusals_are_400_in_the_same_shape_and_blame_only_the_refused_request(
+        stack: tuple[TritonServer, GatewayProcess]) -> None:
+    """A model's own refusal (INVALID_ARGUMENT) is the gateway's JSON error; requests batched
+    with the refused one are still answered (the batch is retried one request at a time)."""
+    import concurrent.futures as cf
+    _, gw = stack
+
+    def post(v: float) -> httpx.Response:
+        return httpx.post(f"{gw.url}/v1/infer", json={"model": "two_out", "unit_id": "r", "inputs": {"X": [v, 0, 0, 0]}})
+    with cf.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, [1.0, 2e7, 2.0, 3.0] * 6))
+    for v, r in zip([1.0, 2e7, 2.0, 3.0] * 6, answers):
+        if v > 1e6:
+            assert r.status_code == 400, r.text
+            assert r.json()["error"] == "triton_refused" and "X must be within [-1e6, 1e6]" in r.json()["message"]
+        else:
+            assert r.status_code == 200, r.text
+    assert post(1.0).status_code == 200   # no replica was ejected for it
+
+
 def _triton_requests(triton: TritonServer) -> float:
     text = httpx.get(triton.metrics_url).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()

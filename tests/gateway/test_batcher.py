@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gateway.batcher import MicroBatcher, Pending, take_batch
-from gateway.errors import DeadlineExceeded, ModelUnavailable, Overloaded, ShuttingDown
+from gateway.errors import DeadlineExceeded, ModelUnavailable, Overloaded, ShuttingDown, TritonRefused
 
 
 def _pending(loop: asyncio.AbstractEventLoop, n: int, deadline: float, key: object = None) -> Pending:
@@ -182,3 +182,20 @@ async def test_drain_answers_in_flight_then_refuses() -> None:
     assert out["x"].tolist() == [[2.0, 2.0]]
     with pytest.raises(ShuttingDown):
         b.submit({"x": np.ones((1, 2), np.float32)}, time.perf_counter() + 1)
+
+
+async def test_a_batch_the_model_refuses_is_retried_alone_so_only_the_bad_request_fails() -> None:
+    calls: list[int] = []
+
+    async def picky(x: dict, timeout: float) -> dict:
+        calls.append(x["x"].shape[0])
+        if (x["x"] < 0).any():
+            raise TritonRefused("m: Triton refused the request: negative values")
+        return {"y": x["x"] * 2}
+    b = MicroBatcher("t", picky, max_rows=64)
+    deadline = time.perf_counter() + 1
+    futs = [b.submit({"x": np.full((1, 2), v, np.float32)}, deadline) for v in (1, -1, 3)]
+    results = await asyncio.gather(*futs, return_exceptions=True)
+    assert calls == [3, 1, 1, 1]
+    assert results[0][0]["y"].tolist() == [[2, 2]] and results[2][0]["y"].tolist() == [[6, 6]]
+    assert isinstance(results[1], TritonRefused)
