@@ -88,3 +88,23 @@ def test_public_model_request_dims_and_the_v1_vector_form() -> None:
     pm2 = PublicModel("r", multi, FeatureJoin("FEATS", "own", 16, np.dtype(np.float32)), ("user_id",), 8)
     assert pm2.request_dims(multi.inputs[1], True) is None and pm2.vector is None
     assert not _spec("nb", ("X", "INT32", (2, 3)), batch=0).simple
+
+
+def test_another_front_builds_a_checked_request_from_arrays() -> None:
+    """`V2Codec.request`: what a gRPC front that decoded its own tensors calls (no JSON)."""
+    from gateway.codec_v2 import V2Codec
+    from gateway.errors import InvalidField
+    spec = _spec("t", ("IDS", "INT64", (-1,)), ("MASK", "INT64", (-1,)))
+    codec = V2Codec(PublicModel("t", spec, None, (), 8))
+    ids, mask = np.ones((2, 5), np.int64), np.zeros((2, 5), np.int64)
+    req = codec.request("t", "u", {"MASK": mask, "IDS": ids}, outputs=("OUT",))
+    assert list(req.inputs) == ["IDS", "MASK"] and req.outputs == ("OUT",) and req.binary == frozenset()
+    for arrays, problem in [({"IDS": ids}, "missing input(s) ['MASK']"),
+                            ({"IDS": ids, "MASK": mask.astype(np.int32)}, "expected INT64"),
+                            ({"IDS": ids, "MASK": mask[:1]}, "batch size"),
+                            ({"IDS": ids, "MASK": mask, "X": ids}, "unknown input")]:
+        with pytest.raises(InvalidField) as exc:
+            codec.request("t", "u", arrays)
+        assert problem in exc.value.message
+    with pytest.raises(InvalidField, match="unknown output"):
+        codec.request("t", "u", {"IDS": ids, "MASK": mask}, outputs=("NOPE",))
