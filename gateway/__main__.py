@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from gateway.config import GatewayConfig, drop_inherited_metrics_dir
+from gateway.config import parse_joins, GatewayConfig, drop_inherited_metrics_dir
 
 drop_inherited_metrics_dir()  # before gateway.server imports prometheus-client
 from gateway.server import run_workers, serve  # noqa: E402
@@ -24,6 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--feature-redis-url", help="override the Feast repo's Redis connection")
     p.add_argument("--feature-on-unavailable", choices=["raise", "default"],
                    help="feature store down: 503 (raise) or defaults flagged in the answer")
+    p.add_argument("--feature-join", action="append", dest="feature_joins", metavar="MODEL=INPUT:MODE",
+                   help="where MODEL's online features go: INPUT:concat, INPUT:own or none (repeatable)")
     p.add_argument("--experiments-file")
     p.add_argument("--admin-port", type=int, help="serve /admin/* only on this port")
     p.add_argument("--no-batching", action="store_true", help="one Triton call per request")
@@ -48,6 +50,7 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         features=args.features, feature_repo=args.feature_repo, redis_url=args.redis_url,
         feature_redis_url=args.feature_redis_url,
         feature_on_unavailable=args.feature_on_unavailable,
+        feature_joins=parse_joins(",".join(args.feature_joins)) if args.feature_joins else None,
         experiments_file=args.experiments_file, admin_port=args.admin_port, batching=False if args.no_batching else None,
         batch_delay_us=args.batch_delay_us, max_batch_rows=args.max_batch_rows,
         max_queue_rows=args.max_queue_rows, max_in_flight_batches=args.max_in_flight_batches,

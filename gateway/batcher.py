@@ -1,5 +1,11 @@
 """Per-target micro-batcher: many requests' rows in, one Triton call out.
 
+Requests carry named arrays (one per model input). For a batchable model they are stacked
+per input along dimension 0 and the outputs split back by each request's row count;
+requests whose non-batch dimensions differ (variable-length inputs) only share a batch with
+requests of the same shape (their batch key), never padded or faked ragged. A model with
+`max_batch_size: 0` is passed through one request per call, its arrays untouched.
+
 The decision (`take_batch`) is pure and tested without a server; `MicroBatcher` does the
 I/O. A batch is flushed when it reaches `max_rows`, or on the next event-loop turn after
 the first row arrived (`max_delay_s` = 0, the best setting measured here: the gateway is
@@ -16,9 +22,11 @@ from typing import Awaitable, Callable
 
 import numpy as np
 
-from gateway.errors import DeadlineExceeded, GatewayError, Internal, Overloaded, ShuttingDown
+from gateway.errors import DeadlineExceeded, GatewayError, Internal, Overloaded, ShuttingDown, TritonRefused
 
-InferFn = Callable[[np.ndarray, float], Awaitable[np.ndarray]]
+Arrays = dict[str, np.ndarray]
+InferFn = Callable[[Arrays, float], Awaitable[Arrays]]
+_SCAN = 64   # queued requests of another shape a batch may look past
 
 
 class BatchInfo:
@@ -31,31 +39,42 @@ class BatchInfo:
 
 
 class Pending:
-    __slots__ = ("rows", "n", "future", "deadline", "t_enqueued", "timer")
+    __slots__ = ("inputs", "n", "key", "future", "deadline", "t_enqueued", "timer")
 
-    def __init__(self, rows: np.ndarray, future: asyncio.Future, deadline: float, now: float) -> None:
-        self.rows, self.n, self.future = rows, rows.shape[0], future
+    def __init__(self, inputs: Arrays, n: int, key: object, future: asyncio.Future, deadline: float,
+                 now: float) -> None:
+        self.inputs, self.n, self.key, self.future = inputs, n, key, future
         self.deadline, self.t_enqueued = deadline, now
         self.timer: asyncio.TimerHandle | None = None
 
 
 def take_batch(queue: deque[Pending], max_rows: int, now: float,
                max_requests: int = 1 << 30) -> tuple[list[Pending], list[Pending]]:
-    """Pop the next batch (≤ max_rows rows, ≤ max_requests requests, FIFO) off `queue`; also
-    return the entries already answered (timed out, cancelled) or past their deadline, which
-    must not be sent."""
+    """Pop the next batch (≤ max_rows rows, ≤ max_requests requests, FIFO, one batch key)
+    off `queue`; also return the entries already answered (timed out, cancelled) or past
+    their deadline, which must not be sent. Entries of another key keep their place."""
     batch: list[Pending] = []
     dropped: list[Pending] = []
+    skipped: list[Pending] = []
     rows = 0
+    key: object = None
     while queue:
         head = queue[0]
         if head.future.done() or head.deadline <= now:
             dropped.append(queue.popleft())
             continue
+        if batch and head.key != key:
+            if len(skipped) >= _SCAN:
+                break
+            skipped.append(queue.popleft())
+            continue
         if rows and (rows + head.n > max_rows or len(batch) >= max_requests):
             break
         batch.append(queue.popleft())
         rows += head.n
+        key = head.key
+    if skipped:
+        queue.extendleft(reversed(skipped))
     return batch, dropped
 
 
@@ -64,9 +83,13 @@ class MicroBatcher:
 
     def __init__(self, name: str, infer: InferFn, *, max_rows: int = 128, max_queue_rows: int = 4096,
                  max_in_flight: int = 8, max_delay_s: float = 0.0, max_requests: int = 1 << 30,
-                 on_batch: Callable[[BatchInfo], None] | None = None) -> None:
-        """`max_requests=1` turns batching off: one Triton call per request."""
+                 on_batch: Callable[[BatchInfo], None] | None = None, batchable: bool = True,
+                 keyed: bool = False) -> None:
+        """`max_requests=1` turns batching off: one Triton call per request. `batchable=False`
+        (a model with max_batch_size 0): every request is one call of one "row". `keyed`: the
+        model has variable non-batch dimensions, so shapes decide who shares a batch."""
         self.name = name
+        self.batchable, self.keyed = batchable, keyed
         self.max_requests = max_requests
         self._infer = infer
         self.max_rows, self.max_queue_rows = max_rows, max_queue_rows
@@ -97,14 +120,20 @@ class MicroBatcher:
         """Triton calls sent and not yet answered."""
         return self._in_flight
 
-    def submit(self, rows: np.ndarray, deadline: float) -> asyncio.Future:
-        """Queue `rows` (2-D float32); the future resolves to (outputs, BatchInfo).
+    def submit(self, inputs: Arrays, deadline: float) -> asyncio.Future:
+        """Queue one request's named arrays (batch dimension first for a batchable model);
+        the future resolves to (its outputs by name, BatchInfo).
 
         Raises Overloaded at once when the queue is full rather than queueing into a timeout.
         """
         if self._closed:
             raise ShuttingDown(f"{self.name} is draining")
-        n = rows.shape[0]
+        if self.batchable:
+            first = next(iter(inputs.values()))
+            n = first.shape[0]
+            key = tuple(a.shape[1:] for a in inputs.values()) if self.keyed else None
+        else:
+            n, key = 1, None
         if n > self.max_rows:
             raise Overloaded(f"{n} rows exceed the batch limit of {self.max_rows}")
         if self._queued_rows + n > self.max_queue_rows:
@@ -112,7 +141,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         fut = loop.create_future()
-        pending = Pending(rows, fut, deadline, now)
+        pending = Pending(inputs, n, key, fut, deadline, now)
         # Safety net: the waiter is answered at its deadline even if Triton never replies.
         pending.timer = loop.call_at(loop.time() + max(0.0, deadline - now), _expire, fut)
         self._queue.append(pending)
@@ -147,18 +176,40 @@ class MicroBatcher:
         self._check_idle()
 
     async def _run(self, batch: list[Pending]) -> None:
-        x = batch[0].rows if len(batch) == 1 else np.concatenate([p.rows for p in batch])
+        if len(batch) == 1:
+            x = batch[0].inputs
+        else:
+            x = {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
         t_sent = time.perf_counter()
-        info = BatchInfo(x.shape[0], len(batch), t_sent)
+        info = BatchInfo(sum(p.n for p in batch), len(batch), t_sent)
         timeout = max(p.deadline for p in batch) - t_sent
         try:
-            out = await self._infer(x, timeout)
+            try:
+                out = await self._infer(x, timeout)
+            except TritonRefused:
+                if len(batch) == 1:
+                    raise
+                # The model refused the batch for one request's values: ask again one request
+                # at a time, so that only the refused request gets the 400.
+                await asyncio.gather(*(self._alone(p, info) for p in batch))
+                return
             info.t_done = time.perf_counter()
             self.service_ewma_s += 0.1 * ((info.t_done - t_sent) - self.service_ewma_s)
-            start = 0
-            for p in batch:
-                _finish(p, out[start:start + p.n], info, None)
-                start += p.n
+            if len(batch) == 1:
+                _finish(batch[0], out, info, None)
+            elif len(out) == 1:  # the common case, kept lean: one output to slice
+                ((name, y),) = out.items()
+                start = 0
+                for p in batch:
+                    end = start + p.n
+                    _finish(p, {name: y[start:end]}, info, None)
+                    start = end
+            else:
+                start = 0
+                for p in batch:
+                    end = start + p.n
+                    _finish(p, {k: v[start:end] for k, v in out.items()}, info, None)
+                    start = end
         except (Exception, asyncio.CancelledError) as exc:
             # A bug in the infer call stays chained (`Internal`): the pipeline logs it once.
             err = exc if isinstance(exc, GatewayError) else ShuttingDown("batch cancelled") \
@@ -175,6 +226,18 @@ class MicroBatcher:
                 self._scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)
             self._check_idle()
+
+    async def _alone(self, p: Pending, info: BatchInfo) -> None:
+        try:
+            out = await self._infer(p.inputs, p.deadline - time.perf_counter())
+        except (Exception, asyncio.CancelledError) as exc:
+            _finish(p, None, None, exc if isinstance(exc, GatewayError) else
+                    ShuttingDown("batch cancelled") if isinstance(exc, asyncio.CancelledError) else Internal(exc))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        info.t_done = time.perf_counter()
+        _finish(p, out, info, None)
 
     def _check_idle(self) -> None:
         if not self._queue and self._in_flight == 0:
@@ -200,7 +263,7 @@ def _expire(fut: asyncio.Future) -> None:
         fut.set_exception(DeadlineExceeded("request deadline exceeded"))
 
 
-def _finish(p: Pending, out: np.ndarray | None, info: BatchInfo | None, err: BaseException | None) -> None:
+def _finish(p: Pending, out: Arrays | None, info: BatchInfo | None, err: BaseException | None) -> None:
     if p.timer is not None:
         p.timer.cancel()
     if p.future.done():

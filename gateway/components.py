@@ -1,7 +1,9 @@
 """Start-up and shutdown: build every long-lived object the request path looks up.
 
-Decided here, once: the Triton channel, each target's model spec and micro-batcher, the
-router service, the online feature reader, the codecs' model shapes, the error map.
+Decided here, once: the Triton channel, each target's model contract (ModelSpec) and
+micro-batcher, the router service, the online feature reader, each public model's contract
+and feature join (PublicModel, refused here with the reason when it cannot be served), the
+default routes of models no experiment names, the error map.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+
+import numpy as np
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -26,7 +30,7 @@ from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics, multiprocess
 from gateway.pipeline import Pipeline
 from gateway.pool import ReplicaPool
-from gateway.request import ModelShape
+from gateway.request import FeatureJoin, PublicModel
 from gateway.unexpected import UnexpectedErrors
 
 log = logging.getLogger("infergate")
@@ -53,8 +57,11 @@ class Components:
         # for requests assigned just before the change), then drained here, then dropped.
         self._retiring: dict[Any, asyncio.Task] = {}
         self.draining: dict[Any, MicroBatcher] = {}
-        self.shapes: dict[str, ModelShape] = {}      # public model -> widths
-        self.v1 = V1Codec(self.shapes)
+        self.models: dict[str, PublicModel] = {}     # public model -> contract + join
+        self.joins: dict[str, FeatureJoin] = {}      # public model -> feature join
+        # Triton models no experiment names: one route each, to the latest version.
+        self.defaults: dict[str, Any] = {}
+        self.v1 = V1Codec(self.models)
         self.v2: dict[str, V2Codec] = {}
         self.pipeline: Pipeline | None = None
         self._sampler: asyncio.Future | None = None  # --workers N: gauges sampled into shared files
@@ -62,7 +69,7 @@ class Components:
 
     def __repr__(self) -> str:
         return (f"<Components pool={self.pool!r} targets={len(self.batchers)} "
-                f"models={sorted(self.shapes)} ready={self.ready}>")
+                f"models={sorted(self.models)} ready={self.ready}>")
 
     @staticmethod
     def _error_map() -> E.ErrorMap:
@@ -98,7 +105,7 @@ class Components:
         await self.sync_targets(self.routes.router)
         self.routes.on_change(self.sync_targets)
         self.pipeline = Pipeline(self.routes, self.features, self.batchers, self.metrics, self.errors,
-                                 self.unexpected)
+                                 self.unexpected, joins=self.joins, defaults=self.defaults)
         if multiprocess():
             self._sampler = asyncio.ensure_future(self.metrics.sample_forever())
         self.ready = True
@@ -139,7 +146,9 @@ class Components:
         logged and skipped (its requests answer 503), never allowed to block other changes.
         Batchers of targets no experiment routes to any more are retired (`_retire`).
         """
-        live = router.targets()
+        defaults = await self._default_routes(router)
+        live = router.targets() | {a.target for a in defaults.values()}
+        fresh: dict[str, ModelSpec] = {}
         for target in live:
             grace = self._retiring.pop(target, None)
             if grace is not None:   # routed again before its batcher was dropped: keep it
@@ -147,29 +156,98 @@ class Components:
             if target in self.batchers:
                 continue
             try:
-                spec = self.specs.get(target.model) or await self.pool.model_spec(target.model)
+                # Read again for every new target: a (re)loaded version may change the contract.
+                spec = fresh.get(target.model) or await self._read_spec(target.model)
             except E.GatewayError as exc:
                 log.error("target %s:%s is not servable: %s", target.model, target.version, exc.message)
                 continue
+            fresh[target.model] = spec
             self.specs[target.model] = spec
             self.batchers[target] = self._make_batcher(spec, target)
         for target in list(self.batchers):
             if target not in live and target not in self._retiring:
                 task = asyncio.ensure_future(self._retire(target))
                 self._retiring[target] = task
-        fw = self.features.width if self.features is not None else 0
         entity_keys = tuple(self.features.entity_keys) if self.features is not None else ()
-        for exp in router.experiments().values():
-            specs = {self.specs[t.model] for t in exp.targets() if t.model in self.specs}
-            shapes = {_tensors(s) for s in specs}
+        public: list[tuple[str, str, set]] = [(e.config.model, e.config.name, e.targets())
+                                              for e in router.experiments().values()]
+        public += [(m, "default", {a.target}) for m, a in defaults.items()]
+        for model, name, targets in public:
+            specs = {self.specs[t.model] for t in targets if t.model in self.specs}
+            shapes = {s.tensors() for s in specs}
             if len(shapes) != 1:
-                log.error("experiment %s: targets missing or disagreeing on tensors: %s",
-                          exp.config.name, sorted(shapes))
+                log.error("experiment %s: targets missing or disagreeing on tensors: %s", name, sorted(shapes))
                 continue
             spec = min(specs, key=lambda s: s.max_batch_size)
-            model = exp.config.model
-            self.shapes[model] = ModelShape(spec.input_width, spec.input_width - fw, spec.output_name)
-            self.v2[model] = V2Codec(spec, spec.input_width - fw, entity_keys, self._max_rows(spec))
+            pm = PublicModel(model, spec, self._join_for(spec), entity_keys, self._max_rows(spec))
+            self.models[model] = pm
+            self.v2[model] = V2Codec(pm)
+            if pm.join is not None:
+                self.joins[model] = pm.join
+            else:
+                self.joins.pop(model, None)
+        # Swapped in place: the pipeline holds this dict.
+        for model in [m for m in self.defaults if m not in defaults]:
+            del self.defaults[model]
+        self.defaults.update(defaults)
+
+    async def _default_routes(self, router: Any) -> dict[str, Any]:
+        """Every model Triton has loaded that no experiment names (as public model or as a
+        target) gets one route: its latest version, experiment and variant `default`."""
+        from router.types import Assignment, Target
+        try:
+            index = await self.pool.repository_index()
+        except E.GatewayError as exc:
+            log.warning("repository index: %s; no default routes", exc.message)
+            return dict(self.defaults)
+        named = router.models() | {t.model for t in router.targets()}
+        out: dict[str, Any] = {}
+        for m in index:
+            if m["state"] == "READY" and m["name"] not in named and m["name"] not in out:
+                prev = self.defaults.get(m["name"])
+                out[m["name"]] = prev or Assignment("default", "default", Target(m["name"], ""))
+        return out
+
+    async def _read_spec(self, model: str) -> ModelSpec:
+        """A model's contract, refused (ModelUnavailable, with the reason) when the gateway
+        cannot serve it, the declared feature join included."""
+        spec = await self.pool.model_spec(model)
+        self._join_for(spec)
+        return spec
+
+    def _join_for(self, spec: ModelSpec) -> FeatureJoin | None:
+        """Where the online features go for this model: declared in `feature_joins`
+        (`INPUT:concat`, `INPUT:own`, `none`); undeclared, today's demo shape (one FP32 input
+        of fixed width) takes them in front of the caller's columns. Off without features."""
+        fw = int(self.features.width) if self.features is not None else None
+        declared = self.config.feature_joins.get(spec.name)
+        if declared is None:
+            if fw is None or not spec.simple or spec.inputs[0].dims[0] <= fw:
+                return None
+            declared = f"{spec.inputs[0].name}:concat"
+        if declared == "none":
+            return None
+        name, _, mode = declared.partition(":")
+        t = spec.input(name)
+        why = None
+        # A declared join is checked even with features off: the config is wrong either way.
+        if t is None:
+            why = f"it has no input {name!r} (inputs: {[x.name for x in spec.inputs]})"
+        elif t.datatype not in ("FP32", "FP16"):
+            why = f"input {name} is {t.datatype}; features join into FP32 or FP16 inputs only"
+        elif not spec.batchable or len(t.dims) != 1 or t.dims[0] < 0:
+            why = f"input {name} must be [-1, width] of a batchable model, not {t.shape(spec.batchable)}"
+        elif mode not in ("own", "concat"):
+            why = f"join mode {mode!r} is not concat or own"
+        elif fw is not None and mode == "own" and t.dims[0] != fw:
+            why = f"input {name} is {t.dims[0]} wide; the features are {fw}"
+        elif fw is not None and mode == "concat" and not t.dims[0] > fw:
+            why = f"input {name} is {t.dims[0]} wide; concat needs more than the {fw} feature columns"
+        if why is not None:
+            raise E.ModelUnavailable(f"model {spec.name!r}: feature join {declared!r} refused: {why}")
+        if fw is None:
+            return None
+        return FeatureJoin(name, mode, fw, np.dtype(np.float16 if t.datatype == "FP16" else np.float32))
 
     async def _retire(self, target: Any) -> None:
         """Grace period, then out of `batchers`, answer what it holds, drop it.
@@ -212,14 +290,14 @@ class Components:
         seen = set()
         for t in sorted(targets, key=lambda t: (t.model, t.version)):
             try:
-                spec = self.specs.get(t.model) or await self.pool.model_spec(t.model)
+                spec = self.specs.get(t.model) or await self._read_spec(t.model)
             except E.GatewayError as exc:
                 raise ConfigError(f"target {t.model}:{t.version or 'latest'}: {exc.message}",
                                   "unknown_target") from exc
             if not await self.pool.model_ready(t.model, t.version):
                 raise ConfigError(f"target {t.model}:{t.version or 'latest'}: Triton has no ready "
                                   f"version {t.version!r} (it serves {list(spec.versions)})", "unknown_target")
-            seen.add(_tensors(spec))
+            seen.add(spec.tensors())
         if len(seen) > 1:
             raise ConfigError(f"targets disagree on their tensors: {sorted(seen)}", "target_mismatch")
 
@@ -242,7 +320,8 @@ class Components:
             max_in_flight=cfg.max_in_flight_batches * len(cfg.triton_urls) if cfg.batching
             else cfg.max_in_flight_requests,
             max_delay_s=cfg.batch_delay_us / 1e6, max_requests=(1 << 30) if cfg.batching else 1,
-            on_batch=on_batch)
+            on_batch=on_batch, batchable=spec.batchable,
+            keyed=any(t.variable for t in spec.inputs))
         # Read at scrape time (sampled each second with --workers): nothing on the request path.
         self.metrics.track(self.metrics.queued_rows.labels(label), lambda: batcher.queued_rows)
         return batcher
@@ -268,6 +347,3 @@ class Components:
         if self.redis is not None:
             await self.redis.aclose()
 
-
-def _tensors(spec: ModelSpec) -> tuple:
-    return (spec.input_name, spec.input_dtype, spec.input_width, spec.output_name, spec.output_width)

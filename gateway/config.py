@@ -58,6 +58,11 @@ class GatewayConfig:
     feature_timeout_ms: int = 250
     feature_trip_after: int = 5           # consecutive failed reads before the circuit opens
     feature_on_unavailable: str = "raise"  # raise (-> 503) | default (defaults, flagged)
+    # Where each Triton model's online features go: model -> "INPUT:concat" (in front of the
+    # caller's columns of a [-1, width] FP32/FP16 input), "INPUT:own" (the whole input) or
+    # "none". Undeclared: a one-FP32-input model takes them by concat (the demo's `clf`).
+    # Env/CLI: `clf=INPUT:concat,ranker=FEATS:own`.
+    feature_joins: Mapping[str, str] = field(default_factory=dict)
     redis_url: str = "redis://127.0.0.1:6379/0"   # experiments store and pub/sub
     # Experiments
     experiments_file: str | None = None   # None = the embedded default experiment
@@ -152,12 +157,25 @@ def parse_priorities(raw: str) -> dict[str, str]:
     return out
 
 
+def parse_joins(raw: str) -> dict[str, str]:
+    """`model=INPUT:concat,other=FEATS:own,third=none` -> {model: join}."""
+    out: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in raw.split(","))):
+        model, sep, join = item.partition("=")
+        if not sep or not model or not join or (join != "none" and not join.endswith((":concat", ":own"))):
+            raise ValueError(f"feature joins are `model=INPUT:concat|INPUT:own|none`, not {item!r}")
+        out[model.strip()] = join.strip()
+    return out
+
+
 def _parse(name: str, raw: str) -> object:
     default = getattr(GatewayConfig(), name)
     if name == "admin_tokens":
         return parse_tokens(raw)
     if name == "model_priorities":
         return parse_priorities(raw)
+    if name == "feature_joins":
+        return parse_joins(raw)
     if name in ("triton_urls", "extensions"):
         return tuple(u.strip() for u in raw.split(",") if u.strip())
     if isinstance(default, bool):

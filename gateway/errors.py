@@ -56,7 +56,13 @@ class InvalidField(BadRequest):
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
-        self.field = field
+        self.field, self.problem = field, problem
+
+
+class TritonRefused(BadRequest):
+    """Triton answered INVALID_ARGUMENT for a request the gateway passed on."""
+
+    code = "triton_refused"
 
 
 class Unauthorized(GatewayError):

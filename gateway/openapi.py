@@ -58,8 +58,17 @@ _SCHEMAS: dict[str, Any] = {
             "model": {"type": "string", "minLength": 1, "example": "clf"},
             "unit_id": {"$ref": "#/components/schemas/UnitId"},
             "entity": {"$ref": "#/components/schemas/Entity"},
-            "inputs": {"type": "array", "items": {"type": "number"},
-                       "description": "the request-side columns with an entity, else the full input vector"},
+            "inputs": {"oneOf": [
+                {"type": "array", "items": {"type": "number"},
+                 "description": "a one-input model: the request-side columns with an entity, else the full "
+                                "input vector"},
+                {"type": "object", "minProperties": 1,
+                 "description": "any model: named inputs, one instance each (no batch dimension; a model with "
+                                "max_batch_size 0 takes its tensors whole), nested lists of the input's "
+                                "datatype (BYTES as strings, BOOL as booleans)",
+                 "additionalProperties": {"oneOf": [{"type": "array"}, {"type": "number"}, {"type": "string"},
+                                                    {"type": "boolean"}]},
+                 "example": {"INPUT_IDS": [101, 7592, 102], "ATTENTION_MASK": [1, 1, 1]}}]},
             "timings": {"type": "boolean", "default": False},
         },
     },
@@ -71,7 +80,10 @@ _SCHEMAS: dict[str, Any] = {
             "experiment": {"type": "string"},
             "variant": {"type": "string"},
             "model_version": {"type": "string"},
-            "outputs": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "number"}}},
+            "outputs": {"type": "object", "description": "every output by name, one instance each (nested lists; "
+                                                        "BYTES as strings)",
+                        "additionalProperties": {"oneOf": [{"type": "array"}, {"type": "number"},
+                                                           {"type": "string"}, {"type": "boolean"}]}},
             "features": {"type": "object", "properties": {
                 "missing_entity": {"type": "boolean"}, "null_count": {"type": "integer"},
                 "defaulted": {"type": "boolean"}}},
@@ -83,10 +95,14 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["name", "datatype", "shape"],
         "properties": {
             "name": {"type": "string", "example": "INPUT"},
-            "datatype": {"type": "string", "example": "FP32"},
+            "datatype": {"type": "string", "example": "FP32",
+                         "enum": ["BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64",
+                                  "FP16", "FP32", "FP64", "BYTES"]},
             "shape": {"type": "array", "items": {"type": "integer"}, "example": [1, 20]},
-            "data": {"type": "array", "description": "flat or nested numbers, row-major",
-                     "items": {"oneOf": [{"type": "number"}, {"type": "array"}]}},
+            "data": {"type": "array", "description": "flat or nested values, row-major: numbers, booleans (BOOL) "
+                                                     "or strings (BYTES)",
+                     "items": {"oneOf": [{"type": "number"}, {"type": "boolean"}, {"type": "string"},
+                                         {"type": "array"}]}},
             "parameters": {"type": "object", "properties": {
                 "binary_data_size": {"type": "integer", "minimum": 0}}},
         },
@@ -100,9 +116,12 @@ _SCHEMAS: dict[str, Any] = {
                            "properties": {"unit_id": {"$ref": "#/components/schemas/UnitId"},
                                           "binary_data_output": {"type": "boolean"}}},
             "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}},
-            "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
-                "name": {"type": "string"},
-                "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}}}}},
+            "outputs": {"type": "array", "description": "the outputs to answer with, in this order (default: all); "
+                                                       "each in binary when its binary_data is true (default: the "
+                                                       "request's binary_data_output)",
+                        "items": {"type": "object", "required": ["name"], "properties": {
+                            "name": {"type": "string"},
+                            "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}}}}},
         },
     },
     "V2InferResponse": {
@@ -135,6 +154,15 @@ _SCHEMAS: dict[str, Any] = {
             "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
             "parameters": {"type": "object"},
         },
+    },
+    "RepositoryIndex": {
+        "type": "array", "description": "Triton's repository index, with the gateway's route of each model",
+        "items": {"type": "object", "required": ["name", "state"], "properties": {
+            "name": {"type": "string"}, "version": {"type": "string"}, "state": {"type": "string"},
+            "reason": {"type": "string"},
+            "route": {"type": "string", "nullable": True,
+                      "description": "the experiment that routes it, `default` (its latest version, for a model "
+                                     "no experiment names), or null (only an experiment's target)"}}},
     },
     "Live": {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}},
     "Ready": {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}},
@@ -349,6 +377,11 @@ def _paths() -> dict[str, Any]:
             "responses": {"200": _json_response("the public model's tensors and versions",
                                                 {"$ref": "#/components/schemas/ModelMetadata"}),
                           **_errors(404, 405)}}},
+        "/v2/repository/index": {"post": {
+            "operationId": "repositoryIndex", "tags": ["metadata"],
+            "responses": {"200": _json_response("every model Triton holds and its route here",
+                                                {"$ref": "#/components/schemas/RepositoryIndex"}),
+                          **_errors(405, 503)}}},
         "/v2/models/{model}/ready": {"get": {
             "operationId": "modelReady", "tags": ["health"], "parameters": [_p("Model")],
             "responses": {"200": _json_response("every target of the model is ready",

@@ -1,7 +1,8 @@
 """The request path: route → features → micro-batch → Triton → metrics.
 
-Protocol-free: the v1 and v2 codecs hand it an `InferRequest`; it returns an `InferResult`
-or raises a `GatewayError`. Everything it touches per request is looked up, not built.
+Protocol-free: the v1 and v2 codecs (and any other front) hand it an `InferRequest` of named
+arrays; it returns an `InferResult` of named outputs or raises a `GatewayError`. Everything
+it touches per request is looked up, not built.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from gateway.batcher import MicroBatcher
 from gateway.errors import ErrorMap, GatewayError, InvalidField, ModelUnavailable
 from gateway.metrics import GatewayMetrics
-from gateway.request import InferRequest, InferResult
+from gateway.request import FeatureJoin, InferRequest, InferResult
 from gateway.unexpected import UnexpectedErrors
 
 # Errors the router's guardrails charge to the variant (5xx-class, from its target); a
@@ -38,11 +39,15 @@ class Pipeline:
 
     def __init__(self, routes: RouterSource, features: Any | None, batchers: dict[Any, MicroBatcher],
                  metrics: GatewayMetrics, errors: ErrorMap, unexpected: UnexpectedErrors,
-                 max_shadow_tasks: int = 256) -> None:
+                 max_shadow_tasks: int = 256, joins: dict[str, FeatureJoin] | None = None,
+                 defaults: dict[str, Any] | None = None) -> None:
         self._routes, self._features, self._batchers = routes, features, batchers
+        # Public model -> where its online features go (filled at start-up and on reloads).
+        self._joins = joins if joins is not None else {}
+        # Triton models no experiment names -> their one (default) assignment.
+        self._defaults = defaults if defaults is not None else {}
         self._metrics, self._errors = metrics, errors
         self._unexpected = unexpected
-        self._feature_width = features.width if features is not None else 0
         self._shadow_tasks: set[asyncio.Task] = set()
         self._max_shadow_tasks = max_shadow_tasks
 
@@ -51,9 +56,15 @@ class Pipeline:
                 f"[shadow in flight {len(self._shadow_tasks)}]>")
 
     async def infer(self, req: InferRequest, deadline: float) -> InferResult:
+        """Route, join features, batch, infer: the one entry point of every front.
+
+        `req.inputs` are named arrays already checked against the model's contract (see
+        `InferRequest`); the result holds every output of the model for this request's rows.
+        """
         t0 = time.perf_counter()
         try:
-            a = self._routes.router.assign(req.model, req.unit_id, req.override, req.authenticated)
+            a = self._defaults.get(req.model) or self._routes.router.assign(
+                req.model, req.unit_id, req.override, req.authenticated)
         except Exception as exc:
             err = self._errors.translate(exc)
             self._unexpected.report(err, "router", req.model)
@@ -62,18 +73,21 @@ class Pipeline:
             raise err from exc
         vm = self._metrics.variant(req.model, a.variant)
         try:
-            rows, feats, t_feat = req.rows, None, t0
+            inputs, feats, t_feat = req.inputs, None, t0
             if req.entity is not None:
                 if self._features is None:
                     raise InvalidField("entity", "online features are off on this gateway")
+                join = self._joins.get(req.model)
+                if join is None:
+                    raise InvalidField("entity", f"model {req.model!r} takes no online features")
                 feats = await self._features.get(req.entity)
-                rows = self._join(feats.values, rows)
+                inputs = join.apply(inputs, feats.values)
                 t_feat = time.perf_counter()
                 vm.features.observe(t_feat - t0)
             batcher = self._batchers.get(a.target)
             if batcher is None:
                 raise ModelUnavailable(f"no backend for {a.target}")
-            out, info = await batcher.submit(rows, deadline)
+            out, info = await batcher.submit(inputs, deadline)
             t_end = time.perf_counter()
             vm.queue.observe(info.t_sent - t_feat)
             vm.inference.observe(info.t_done - info.t_sent)
@@ -81,7 +95,7 @@ class Pipeline:
             if a.outcome is not None:  # the guardrails' per-variant counts
                 a.outcome.ok(t_end - t0)
             if a.shadow is not None:
-                self._start_shadow(a, rows, out, deadline)
+                self._start_shadow(a, inputs, out, deadline)
             timings = None
             if req.want_timings:
                 timings = {"features": round((t_feat - t0) * 1e3, 4),
@@ -102,21 +116,15 @@ class Pipeline:
         finally:
             vm.requests.inc()
 
-    def _join(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        n, fw = rows.shape[0], self._feature_width
-        x = np.empty((n, fw + rows.shape[1]), dtype=np.float32)
-        x[:, :fw] = values
-        x[:, fw:] = rows
-        return x
-
-    def _start_shadow(self, a: Any, rows: np.ndarray, primary: np.ndarray, deadline: float) -> None:
+    def _start_shadow(self, a: Any, inputs: dict[str, np.ndarray], primary: dict[str, np.ndarray],
+                      deadline: float) -> None:
         """Send the same rows (same feature snapshot) to the shadow; never wait for it."""
         batcher = self._batchers.get(a.shadow[1])
         if batcher is None or len(self._shadow_tasks) >= self._max_shadow_tasks or not self.shadow_allowed():
             self._metrics.shadow_dropped.inc()
             return
         try:
-            fut = batcher.submit(rows, deadline)
+            fut = batcher.submit(inputs, deadline)
         except GatewayError:
             self._metrics.shadow_dropped.inc()
             return
@@ -124,17 +132,23 @@ class Pipeline:
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
 
-    async def _await_shadow(self, a: Any, fut: asyncio.Future, primary: np.ndarray, t0: float) -> None:
+    async def _await_shadow(self, a: Any, fut: asyncio.Future, primary: dict[str, np.ndarray], t0: float) -> None:
         try:
             out, _ = await fut
         except (GatewayError, asyncio.CancelledError):
             self._metrics.shadow_dropped.inc()
             return
-        diff = float(np.abs(out - primary).max())
-        self._routes.record_shadow(a, time.perf_counter() - t0, diff)
+        self._routes.record_shadow(a, time.perf_counter() - t0, _max_diff(out, primary))
 
     async def drain_shadows(self, timeout: float) -> None:
         if self._shadow_tasks:
             await asyncio.wait(list(self._shadow_tasks), timeout=timeout)
 
 
+def _max_diff(out: dict[str, np.ndarray], primary: dict[str, np.ndarray]) -> float | None:
+    """The largest absolute difference over the numeric outputs both answers share (None when
+    there is none to compare, e.g. BYTES only)."""
+    diffs = [float(np.abs(out[k].astype(np.float64) - v.astype(np.float64)).max())
+             for k, v in primary.items() if k in out and v.dtype.kind in "biuf" and v.size
+             and out[k].shape == v.shape]
+    return max(diffs) if diffs else None

@@ -97,6 +97,16 @@ class ReplicaPool:
                 last = exc
         raise last or ModelUnavailable(f"no replica knows model {model!r}")
 
+    async def repository_index(self) -> list[dict]:
+        """The first answering replica's repository index (Triton's own shape)."""
+        last: Exception | None = None
+        for r in self._order(time.monotonic()):
+            try:
+                return await r.backend.repository_index()
+            except ModelUnavailable as exc:
+                last = exc
+        raise last or ModelUnavailable("no replica answered the repository index")
+
     async def model_ready(self, model: str, version: str) -> bool:
         return any([await r.backend.model_ready(model, version, self.health_timeout_s)
                     for r in self._order(time.monotonic())])
@@ -111,7 +121,7 @@ class ReplicaPool:
     def make_infer(self, spec: ModelSpec, version: str) -> InferFn:
         template = RequestTemplate(spec, version)
 
-        async def infer(x: np.ndarray, timeout: float) -> np.ndarray:
+        async def infer(x: dict[str, np.ndarray], timeout: float) -> dict[str, np.ndarray]:
             t0 = time.monotonic()
             deadline = t0 + timeout
             req = template.build(x)
@@ -128,6 +138,8 @@ class ReplicaPool:
                 try:
                     resp = await replica.backend.infer(req, per_try)
                 except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # the request, not the replica
+                        raise translate(exc, template.label) from exc
                     self._failed(replica, time.monotonic())
                     if exc.code() not in RETRYABLE or not alternative:
                         raise translate(exc, template.label) from exc

@@ -51,22 +51,42 @@ def make_routes(gw: "Gateway") -> list[BaseRoute]:
         model = request.path_params["model"]
         codec = _spec(model)
         exp = next((e for e in c.routes.router.experiments().values() if e.config.model == model), None)
-        spec = codec.spec
+        spec, pm = codec.spec, codec.public
         return _json({
             "name": model, "platform": SERVER_NAME,
             "versions": sorted({t.version for t in exp.targets()}) if exp else [],
-            "inputs": [{"name": spec.input_name, "datatype": spec.input_dtype, "shape": [-1, spec.input_width]}],
-            "outputs": [{"name": spec.output_name, "datatype": spec.output_dtype, "shape": [-1, spec.output_width]}],
-            "parameters": {"experiment": exp.config.name if exp else None,
+            "inputs": [{"name": t.name, "datatype": t.datatype, "shape": t.shape(spec.batchable)}
+                       for t in spec.inputs],
+            "outputs": [{"name": t.name, "datatype": t.datatype, "shape": t.shape(spec.batchable)}
+                        for t in spec.outputs],
+            "parameters": {"experiment": exp.config.name if exp else "default",
                            "entity_keys": list(codec.entity_keys),
-                           "request_width": codec.request_width},
+                           # The columns a one-input model's caller sends with an entity.
+                           "request_width": (pm.request_dims(spec.inputs[0], True) or (None,))[0]
+                           if spec.simple else None,
+                           "max_batch_size": spec.max_batch_size,
+                           "feature_join": ({"input": pm.join.input, "mode": pm.join.mode,
+                                             "width": pm.join.width} if pm.join else None)},
         })
+
+    async def repository_index(request: Request) -> Response:
+        """Triton's `POST /v2/repository/index` shape, for what this gateway routes: every
+        model Triton holds, with the route the gateway gives it (an experiment, `default`
+        for the latest version, or none when the model is only an experiment's target)."""
+        routed = {e.config.model: e.config.name for e in c.routes.router.experiments().values()}
+        routed.update({m: "default" for m in c.defaults})
+        index = await c.pool.repository_index()
+        rows = [{**m, "route": routed.get(m["name"])} for m in index]
+        known = {m["name"] for m in index}
+        rows += [{"name": m, "version": "", "state": "READY", "reason": "", "route": e}
+                 for m, e in routed.items() if m not in known and m in c.v2]
+        return _json(rows)
 
     async def model_ready(request: Request) -> Response:
         model = request.path_params["model"]
         _spec(model)
         exp = next((e for e in c.routes.router.experiments().values() if e.config.model == model), None)
-        targets = exp.targets() if exp else set()
+        targets = exp.targets() if exp else ({c.defaults[model].target} if model in c.defaults else set())
         ok = c.ready and all([await c.pool.model_ready(t.model, t.version) for t in targets])
         return _json({"name": model, "ready": ok}, 200 if ok else 503)
 
@@ -87,6 +107,7 @@ def make_routes(gw: "Gateway") -> list[BaseRoute]:
         Route("/v2", server_metadata, methods=["GET"]),
         Route("/v2/models/{model}", model_metadata, methods=["GET"]),
         Route("/v2/models/{model}/ready", model_ready, methods=["GET"]),
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]

@@ -41,6 +41,8 @@ CODES: Mapping[str, Code] = {
     "invalid_json": Code(400, "the body is not JSON"),
     "invalid_field": Code(400, "a field is missing or has the wrong type, shape or dtype "
                                "(`inputs`, `inputs[0].shape`, `entity.user_id`, a header, ...)", "data"),
+    "triton_refused": Code(400, "Triton refused the request (INVALID_ARGUMENT); its message is included",
+                           "data"),
     "invalid_limit": Code(400, "`limit` is not an integer", "admin"),
     "invalid_header": Code(400, "`if-match` is not a version number, or `x-change-reason` is empty or too long",
                            "admin"),

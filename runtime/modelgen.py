@@ -3,6 +3,10 @@
 `python -m runtime.modelgen [--out DIR]` rewrites the repository byte for byte the same
 from the fixed seeds below. `reference_forward` is the numpy reference the tests compare
 Triton's answers with.
+
+`python -m runtime.modelgen --test-models DIR` writes the any-model test models instead
+(`runtime/anymodels.py`: several inputs and outputs, every datatype, variable dims, not
+batchable) into DIR; they are never part of the demo's repository.
 """
 
 from __future__ import annotations
@@ -107,10 +111,72 @@ def generate(out: Path = DEFAULT_REPOSITORY) -> Path:
     return model_dir
 
 
+_TRITON_TYPES = {"BYTES": "TYPE_STRING", **{t: f"TYPE_{t}" for t in (
+    "BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64")}}
+
+
+@dataclass(frozen=True)
+class TestModel:
+    """A test model's contract: (name, KServe datatype, dims) per tensor."""
+
+    name: str
+    max_batch_size: int
+    inputs: tuple[tuple[str, str, tuple[int, ...]], ...]
+    outputs: tuple[tuple[str, str, tuple[int, ...]], ...]
+
+    def config(self) -> str:
+        def tensors(ts: tuple) -> str:
+            return ",\n".join(f'  {{ name: "{n}", data_type: {_TRITON_TYPES[t]}, dims: [ {", ".join(map(str, d))} ] }}'
+                              for n, t, d in ts)
+        batching = "dynamic_batching { max_queue_delay_microseconds: 500 }\n" if self.max_batch_size else ""
+        return (f'name: "{self.name}"\nbackend: "python"\nmax_batch_size: {self.max_batch_size}\n'
+                f"input [\n{tensors(self.inputs)}\n]\noutput [\n{tensors(self.outputs)}\n]\n{batching}"
+                "instance_group [ { count: 1, kind: KIND_CPU } ]\n")
+
+
+def _test_models() -> tuple[TestModel, ...]:
+    from runtime.anymodels import ECHO_TYPES
+    return (
+        TestModel("text_ids", 8, (("INPUT_IDS", "INT64", (-1,)), ("ATTENTION_MASK", "INT64", (-1,))),
+                  (("POOLED", "FP32", (4,)),)),
+        TestModel("image_fp16", 8, (("IMAGE", "FP16", (3, 8, 8)),), (("MEAN", "FP16", (3,)), ("MAX", "FP16", (3,)))),
+        TestModel("bytes_len", 8, (("TEXT", "BYTES", (1,)),), (("SCORE", "FP32", (1,)),)),
+        TestModel("two_out", 8, (("X", "FP32", (4,)),),
+                  (("SCORES", "FP32", (4,)), ("TOP", "INT64", (1,)), ("LABEL", "BYTES", (1,)))),
+        TestModel("nobatch", 0, (("X", "INT32", (2, 3)),), (("Y", "INT32", (3, 2)), ("POSITIVE", "BOOL", (2, 3)))),
+        TestModel("echo", 8, tuple((f"IN_{t}", t, (2,)) for t in ECHO_TYPES),
+                  tuple((f"OUT_{t}", t, (2,)) for t in ECHO_TYPES)),
+    )
+
+
+def anymodel_specs() -> tuple[TestModel, ...]:
+    """The test models' contracts (their forward functions: `runtime.anymodels.FORWARD`)."""
+    return _test_models()
+
+
+def generate_test_models(out: Path) -> list[Path]:
+    """Write every test model (version 1) into `out`; the demo's repository is not touched."""
+    template = Path(__file__).with_name("anymodels.py")
+    written = []
+    for m in _test_models():
+        vdir = Path(out) / m.name / "1"
+        vdir.mkdir(parents=True, exist_ok=True)
+        (vdir.parent / "config.pbtxt").write_text(m.config())
+        shutil.copyfile(template, vdir / "model.py")
+        written.append(vdir.parent)
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument("--test-models", type=Path, metavar="DIR",
+                        help="write the any-model test models into DIR instead of the demo repository")
     args = parser.parse_args(argv)
+    if args.test_models is not None:
+        for d in generate_test_models(args.test_models):
+            print(f"wrote {d}")
+        return
     print(f"wrote {generate(args.out)}")
 
 

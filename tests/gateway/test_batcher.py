@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from gateway.batcher import MicroBatcher, Pending, take_batch
-from gateway.errors import DeadlineExceeded, ModelUnavailable, Overloaded, ShuttingDown
+from gateway.errors import DeadlineExceeded, ModelUnavailable, Overloaded, ShuttingDown, TritonRefused
 
 
-def _pending(loop: asyncio.AbstractEventLoop, n: int, deadline: float) -> Pending:
-    return Pending(np.zeros((n, 2), np.float32), loop.create_future(), deadline, 0.0)
+def _pending(loop: asyncio.AbstractEventLoop, n: int, deadline: float, key: object = None) -> Pending:
+    return Pending({"x": np.zeros((n, 2), np.float32)}, n, key, loop.create_future(), deadline, 0.0)
 
 
 async def test_take_batch_respects_rows_and_order() -> None:
@@ -44,18 +44,60 @@ async def test_take_batch_max_requests_one_is_unbatched() -> None:
     assert len(batch) == 1 and len(q) == 2
 
 
+async def test_take_batch_keeps_shapes_apart_and_in_order() -> None:
+    """Variable-length inputs: a batch holds one batch key; the others keep their places."""
+    loop = asyncio.get_running_loop()
+    q = deque(_pending(loop, 1, 10.0, key) for key in ("a", "b", "a", "b", "a"))
+    batch, _ = take_batch(q, max_rows=8, now=1.0)
+    assert [p.key for p in batch] == ["a", "a", "a"] and [p.key for p in q] == ["b", "b"]
+
+
+async def test_several_inputs_are_stacked_and_outputs_split_by_rows() -> None:
+    seen: list[dict] = []
+
+    async def infer(x: dict, timeout: float) -> dict:
+        seen.append({k: v.shape for k, v in x.items()})
+        return {"sum": (x["ids"] + x["mask"]).sum(axis=1), "ids": x["ids"]}
+    b = MicroBatcher("t", infer, max_rows=64, keyed=True)
+    deadline = time.perf_counter() + 1
+    reqs = [{"ids": np.full((n, seq), i, np.int64), "mask": np.ones((n, seq), np.int64)}
+            for i, (n, seq) in enumerate([(1, 3), (2, 5), (3, 3), (1, 5)])]
+    results = await asyncio.gather(*(b.submit(r, deadline) for r in reqs))
+    assert sorted(map(str, seen)) == sorted(map(str, [{"ids": (4, 3), "mask": (4, 3)},
+                                                     {"ids": (3, 5), "mask": (3, 5)}]))
+    for r, (out, _) in zip(reqs, results):
+        np.testing.assert_array_equal(out["ids"], r["ids"])
+        np.testing.assert_array_equal(out["sum"], (r["ids"] + r["mask"]).sum(axis=1))
+
+
+async def test_a_non_batchable_model_gets_one_request_per_call() -> None:
+    seen: list[tuple] = []
+
+    async def infer(x: dict, timeout: float) -> dict:
+        seen.append(x["x"].shape)
+        return {"y": x["x"].T}
+    b = MicroBatcher("t", infer, max_rows=1, batchable=False)
+    deadline = time.perf_counter() + 1
+    xs = [np.arange(6, dtype=np.int32).reshape(2, 3) + i for i in range(3)]
+    results = await asyncio.gather(*(b.submit({"x": x}, deadline) for x in xs))
+    assert seen == [(2, 3)] * 3
+    for x, (out, info) in zip(xs, results):
+        np.testing.assert_array_equal(out["y"], x.T)
+        assert info.requests == 1
+
+
 async def test_a_request_larger_than_max_rows_is_refused() -> None:
     b = MicroBatcher("t", _echo([]), max_rows=4)
     with pytest.raises(Overloaded):
-        b.submit(np.zeros((5, 2), np.float32), time.perf_counter() + 1)
+        b.submit({"x": np.zeros((5, 2), np.float32)}, time.perf_counter() + 1)
 
 
 def _echo(calls: list[int], delay: float = 0.0):
-    async def infer(x: np.ndarray, timeout: float) -> np.ndarray:
-        calls.append(x.shape[0])
+    async def infer(x: dict, timeout: float) -> dict:
+        calls.append(x["x"].shape[0])
         if delay:
             await asyncio.sleep(delay)
-        return x * 2
+        return {"x": x["x"] * 2}
     return infer
 
 
@@ -63,11 +105,11 @@ async def test_requests_in_one_loop_turn_share_one_call() -> None:
     calls: list[int] = []
     b = MicroBatcher("t", _echo(calls), max_rows=64)
     deadline = time.perf_counter() + 1
-    futs = [b.submit(np.full((1, 2), i, np.float32), deadline) for i in range(10)]
+    futs = [b.submit({"x": np.full((1, 2), i, np.float32)}, deadline) for i in range(10)]
     results = await asyncio.gather(*futs)
     assert calls == [10]
     for i, (out, info) in enumerate(results):
-        assert out.tolist() == [[2 * i, 2 * i]]
+        assert out["x"].tolist() == [[2 * i, 2 * i]]
         assert info.rows == 10 and info.requests == 10
 
 
@@ -75,7 +117,7 @@ async def test_full_batch_flushes_at_once_and_splits_at_max_rows() -> None:
     calls: list[int] = []
     b = MicroBatcher("t", _echo(calls), max_rows=4)
     deadline = time.perf_counter() + 1
-    futs = [b.submit(np.ones((1, 2), np.float32), deadline) for _ in range(10)]
+    futs = [b.submit({"x": np.ones((1, 2), np.float32)}, deadline) for _ in range(10)]
     await asyncio.gather(*futs)
     assert sum(calls) == 10 and max(calls) <= 4
 
@@ -84,19 +126,19 @@ async def test_queue_full_sheds_immediately() -> None:
     b = MicroBatcher("t", _echo([], delay=0.05), max_rows=4, max_queue_rows=6, max_in_flight=1)
     deadline = time.perf_counter() + 1
     # 4 rows leave at once as a full batch (in flight), then 6 may wait: the 11th is shed.
-    futs = [b.submit(np.ones((1, 2), np.float32), deadline) for _ in range(10)]
+    futs = [b.submit({"x": np.ones((1, 2), np.float32)}, deadline) for _ in range(10)]
     assert b.queued_rows == 6
     with pytest.raises(Overloaded):
-        b.submit(np.ones((1, 2), np.float32), deadline)
+        b.submit({"x": np.ones((1, 2), np.float32)}, deadline)
     await asyncio.gather(*futs)
     assert repr(b) == "<MicroBatcher t [queued 0 rows | in flight 0]>"
 
 
 async def test_every_waiter_gets_the_backend_error() -> None:
-    async def failing(x: np.ndarray, timeout: float) -> np.ndarray:
+    async def failing(x: dict, timeout: float) -> dict:
         raise ModelUnavailable("triton down")
     b = MicroBatcher("t", failing)
-    futs = [b.submit(np.ones((1, 2), np.float32), time.perf_counter() + 1) for _ in range(3)]
+    futs = [b.submit({"x": np.ones((1, 2), np.float32)}, time.perf_counter() + 1) for _ in range(3)]
     results = await asyncio.gather(*futs, return_exceptions=True)
     assert all(isinstance(r, ModelUnavailable) for r in results)
 
@@ -104,13 +146,13 @@ async def test_every_waiter_gets_the_backend_error() -> None:
 async def test_a_hung_backend_is_answered_at_the_deadline() -> None:
     seen_timeouts: list[float] = []
 
-    async def hang(x: np.ndarray, timeout: float) -> np.ndarray:
+    async def hang(x: dict, timeout: float) -> dict:
         seen_timeouts.append(timeout)
         await asyncio.sleep(30)
         raise AssertionError("unreachable")
     b = MicroBatcher("t", hang)
     t0 = time.perf_counter()
-    fut = b.submit(np.ones((1, 2), np.float32), t0 + 0.1)
+    fut = b.submit({"x": np.ones((1, 2), np.float32)}, t0 + 0.1)
     with pytest.raises(DeadlineExceeded):
         await fut
     elapsed = time.perf_counter() - t0
@@ -123,8 +165,8 @@ async def test_expired_requests_are_not_sent() -> None:
     calls: list[int] = []
     b = MicroBatcher("t", _echo(calls, delay=0.05), max_in_flight=1, max_rows=1)
     now = time.perf_counter()
-    first = b.submit(np.ones((1, 2), np.float32), now + 1)
-    late = b.submit(np.ones((1, 2), np.float32), now + 0.01)
+    first = b.submit({"x": np.ones((1, 2), np.float32)}, now + 1)
+    late = b.submit({"x": np.ones((1, 2), np.float32)}, now + 0.01)
     await first
     with pytest.raises(DeadlineExceeded):
         await late
@@ -134,9 +176,26 @@ async def test_expired_requests_are_not_sent() -> None:
 
 async def test_drain_answers_in_flight_then_refuses() -> None:
     b = MicroBatcher("t", _echo([], delay=0.05))
-    fut = b.submit(np.ones((1, 2), np.float32), time.perf_counter() + 1)
+    fut = b.submit({"x": np.ones((1, 2), np.float32)}, time.perf_counter() + 1)
     await b.drain(1.0)
     out, _ = fut.result()
-    assert out.tolist() == [[2.0, 2.0]]
+    assert out["x"].tolist() == [[2.0, 2.0]]
     with pytest.raises(ShuttingDown):
-        b.submit(np.ones((1, 2), np.float32), time.perf_counter() + 1)
+        b.submit({"x": np.ones((1, 2), np.float32)}, time.perf_counter() + 1)
+
+
+async def test_a_batch_the_model_refuses_is_retried_alone_so_only_the_bad_request_fails() -> None:
+    calls: list[int] = []
+
+    async def picky(x: dict, timeout: float) -> dict:
+        calls.append(x["x"].shape[0])
+        if (x["x"] < 0).any():
+            raise TritonRefused("m: Triton refused the request: negative values")
+        return {"y": x["x"] * 2}
+    b = MicroBatcher("t", picky, max_rows=64)
+    deadline = time.perf_counter() + 1
+    futs = [b.submit({"x": np.full((1, 2), v, np.float32)}, deadline) for v in (1, -1, 3)]
+    results = await asyncio.gather(*futs, return_exceptions=True)
+    assert calls == [3, 1, 1, 1]
+    assert results[0][0]["y"].tolist() == [[2, 2]] and results[2][0]["y"].tolist() == [[6, 6]]
+    assert isinstance(results[1], TritonRefused)

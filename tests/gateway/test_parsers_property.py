@@ -23,21 +23,27 @@ from gateway.backend import ModelSpec
 from gateway.codec_v1 import V1Codec
 from gateway.codec_v2 import V2Codec, decompress
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
-from gateway.request import InferRequest, InferResult, ModelShape
+from gateway.request import FeatureJoin, InferRequest, InferResult, PublicModel
+from gateway.tensors import DTYPES, TensorSpec, to_binary
 
 EXAMPLES = 1000 if os.environ.get("RUN_SLOW") == "1" else 150
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The any-model bodies are ~6x larger to draw: fewer examples keep the file under a minute.
+ANY_SETTINGS = settings(SETTINGS, max_examples=max(EXAMPLES // 3, 30), suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 WIDTH, REQ_WIDTH, MAX_ROWS, LIMIT = 20, 4, 8, 4096
-SPEC = ModelSpec("clf", ("1", "2"), "INPUT", "FP32", WIDTH, "PROBS", "FP32", 4, 256)
+SPEC = ModelSpec("clf", ("1", "2"), (TensorSpec("INPUT", "FP32", (WIDTH,)),), (TensorSpec("PROBS", "FP32", (4,)),), 256)
+JOIN = FeatureJoin("INPUT", "concat", WIDTH - REQ_WIDTH, np.dtype(np.float32))
+OFF = PublicModel("clf", SPEC, None, (), MAX_ROWS)                   # features off
+ON = PublicModel("clf", SPEC, JOIN, ("user_id",), MAX_ROWS)          # features on
 
 
 def v1_codecs() -> list[V1Codec]:
-    return [V1Codec({"clf": ModelShape(WIDTH, WIDTH, "PROBS")}),          # features off
-            V1Codec({"clf": ModelShape(WIDTH, REQ_WIDTH, "PROBS")})]      # features on
+    return [V1Codec({"clf": OFF}), V1Codec({"clf": ON})]
 
 
 def v2_codecs() -> list[V2Codec]:
-    return [V2Codec(SPEC, WIDTH, (), MAX_ROWS), V2Codec(SPEC, REQ_WIDTH, ("user_id",), MAX_ROWS)]
+    return [V2Codec(OFF), V2Codec(ON)]
 
 
 def only_client_errors(fn: Callable[[], Any]) -> Any:
@@ -227,7 +233,7 @@ def test_v2_valid_bodies_round_trip(data: st.DataObject, with_entity: bool) -> N
     assert req.entity == ({"user_id": doc["parameters"]["user_id"]} if with_entity else None)
     # Render an answer and decode it as the official client does.
     out = np.arange(rows.shape[0] * 4, dtype=np.float32).reshape(rows.shape[0], 4) / 7
-    body, header_len = codec.render(req, InferResult("exp", "a", "1", out, None, None))
+    body, header_len = codec.render(req, InferResult("exp", "a", "1", {"PROBS": out}, None, None))
     if header_len is None:
         answer = orjson.loads(body)
         got = np.array(answer["outputs"][0]["data"], dtype=np.float32).reshape(answer["outputs"][0]["shape"])
@@ -236,6 +242,134 @@ def test_v2_valid_bodies_round_trip(data: st.DataObject, with_entity: bool) -> N
         got = np.frombuffer(body[header_len:], dtype=np.float32).reshape(answer["outputs"][0]["shape"])
     assert answer["model_name"] == "clf" and answer.get("id") == doc.get("id")
     np.testing.assert_array_equal(got, out)
+
+
+# -- any model: several inputs, every datatype, variable dims ------------------------------
+
+MULTI = ModelSpec("multi", ("1",), (
+    TensorSpec("IDS", "INT64", (-1,)), TensorSpec("MASK", "BOOL", (-1,)), TensorSpec("TEXT", "BYTES", (2,)),
+    TensorSpec("IMG", "FP16", (2, 3)), TensorSpec("U8", "UINT8", (3,)), TensorSpec("F64", "FP64", (1,))),
+    (TensorSpec("OUT", "FP32", (2,)), TensorSpec("LABEL", "BYTES", (1,))), 8)
+MULTI_CODEC = V2Codec(PublicModel("multi", MULTI, None, (), MAX_ROWS))
+NOBATCH = ModelSpec("nb", ("1",), (TensorSpec("X", "INT32", (2, 3)),), (TensorSpec("Y", "INT32", (3, 2)),), 0)
+NOBATCH_CODEC = V2Codec(PublicModel("nb", NOBATCH, None, (), 1))
+KEYS_MULTI = KEYS_V2 + ["IDS", "MASK", "TEXT", "IMG", "U8", "F64", "OUT", "LABEL"]
+
+
+def _array(draw: st.DrawFn, datatype: str, shape: tuple[int, ...]) -> np.ndarray:
+    count = int(np.prod(shape))
+    if datatype == "BYTES":
+        vals = draw(st.lists(st.text(max_size=6), min_size=count, max_size=count))
+        return np.array([v.encode() for v in vals], dtype=object).reshape(shape)
+    if datatype == "BOOL":
+        return np.array(draw(st.lists(st.booleans(), min_size=count, max_size=count)), dtype=bool).reshape(shape)
+    dt = DTYPES[datatype]
+    if dt.kind == "f":
+        vals = draw(st.lists(st.floats(width=16 if datatype == "FP16" else 32, allow_nan=False, allow_infinity=False),
+                             min_size=count, max_size=count))
+    else:
+        info = np.iinfo(dt)
+        vals = draw(st.lists(st.integers(int(info.min), int(info.max)), min_size=count, max_size=count))
+    return np.array(vals, dtype=dt).reshape(shape)
+
+
+@st.composite
+def valid_multi(draw: st.DrawFn, spec: ModelSpec = MULTI) -> tuple[dict, dict[str, np.ndarray], bytes]:
+    """(header, expected arrays, binary section): each input drawn in JSON or binary, in a random order."""
+    n = draw(st.integers(1, 2)) if spec.batchable else None
+    seq = draw(st.integers(0, 3))
+    arrays, tensors, binary = {}, [], b""
+    for t in draw(st.permutations(spec.inputs)):
+        dims = tuple(seq if d < 0 else d for d in t.dims)
+        shape = (n, *dims) if n is not None else dims
+        a = _array(draw, t.datatype, shape)
+        arrays[t.name] = a
+        tensor: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(shape)}
+        if draw(st.booleans()):
+            raw = to_binary(a)
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            binary += raw
+        elif t.datatype == "BYTES":
+            tensor["data"] = [v.decode() for v in a.ravel()]
+        else:
+            tensor["data"] = a.ravel().tolist()
+        tensors.append(tensor)
+    doc: dict[str, Any] = {"inputs": tensors, "parameters": {"unit_id": "u"}}
+    if draw(st.booleans()):
+        names = draw(st.lists(st.sampled_from([t.name for t in spec.outputs]), unique=True, min_size=1))
+        doc["outputs"] = [{"name": o, "parameters": {"binary_data": draw(st.booleans())}} for o in names]
+    return doc, arrays, binary
+
+
+@ANY_SETTINGS
+@given(data=st.data(), spec=st.sampled_from([MULTI, NOBATCH]))
+def test_any_model_valid_bodies_round_trip(data: st.DataObject, spec: ModelSpec) -> None:
+    codec = MULTI_CODEC if spec is MULTI else NOBATCH_CODEC
+    doc, arrays, binary = data.draw(valid_multi(spec))
+    head = orjson.dumps(doc)
+    req = codec.parse(spec.name, head + binary, len(head) if binary else None, None)
+    assert list(req.inputs) == [t.name for t in spec.inputs]   # the model's order, whatever was sent
+    for name, a in arrays.items():
+        got = req.inputs[name]
+        assert got.dtype == a.dtype and got.shape == a.shape
+        assert to_binary(got) == to_binary(a)
+    # Render every output and decode it as the official client does (JSON or binary per output).
+    n = next(iter(arrays.values())).shape[0] if spec.batchable else None
+    outs = {t.name: _array(data.draw, t.datatype, ((n,) if n else ()) + t.dims) for t in spec.outputs}
+    body, hl = codec.render(req, InferResult("e", "a", "1", outs, None, None))
+    answer = orjson.loads(body if hl is None else body[:hl])
+    want = [o["name"] for o in doc["outputs"]] if "outputs" in doc else [t.name for t in spec.outputs]
+    assert [o["name"] for o in answer["outputs"]] == want
+    offset = hl or 0
+    for o in answer["outputs"]:
+        a = outs[o["name"]]
+        assert o["shape"] == list(a.shape)
+        if "data" in o:
+            got = (np.array([v.encode() for v in o["data"]], dtype=object) if o["datatype"] == "BYTES"
+                   else np.array(o["data"], dtype=a.dtype))
+            assert to_binary(got.reshape(a.shape)) == to_binary(a)
+        else:
+            size = o["parameters"]["binary_data_size"]
+            assert body[offset:offset + size] == to_binary(a)
+            offset += size
+    assert offset == (len(body) if hl is not None else 0)
+
+
+@ANY_SETTINGS
+@given(data=st.data())
+def test_any_model_mutated_bodies_only_client_errors(data: st.DataObject) -> None:
+    doc, _, binary = data.draw(valid_multi())
+    head = dumps(data.draw(mutated(doc, KEYS_MULTI)))
+    if binary:
+        binary = data.draw(st.sampled_from([binary, binary[:-1], binary + b"\0", b"", binary[:4]]))
+    hl = len(head) if binary else None
+    _v2_parse_any(MULTI_CODEC, head + binary, hl)
+    _v2_parse_any(NOBATCH_CODEC, head + binary, hl)
+
+
+@ANY_SETTINGS
+@given(body=st.binary(max_size=300), header_length=st.none() | st.integers(-5, 400))
+def test_any_model_arbitrary_bytes_only_client_errors(body: bytes, header_length: int | None) -> None:
+    _v2_parse_any(MULTI_CODEC, body, header_length)
+
+
+@ANY_SETTINGS
+@given(data=st.data())
+def test_any_model_v1_named_inputs(data: st.DataObject) -> None:
+    """The v1 form of one instance: named inputs without the batch dimension."""
+    doc, arrays, _ = data.draw(valid_multi())
+    one = {k: v[:1] for k, v in arrays.items()}
+    inputs = {k: ([x.decode() for x in v[0].ravel()] if v.dtype == object else v[0].tolist()) for k, v in one.items()}
+    codec = V1Codec({"multi": PublicModel("multi", MULTI, None, (), MAX_ROWS)})
+    req = codec.parse(orjson.dumps({"model": "multi", "unit_id": "u", "inputs": inputs}))
+    for k, v in one.items():
+        assert to_binary(req.inputs[k]) == to_binary(v) and req.inputs[k].shape == v.shape
+    mutated_doc = data.draw(mutated({"model": "multi", "unit_id": "u", "inputs": inputs}, KEYS_V1 + KEYS_MULTI))
+    only_client_errors(lambda: codec.parse(dumps(mutated_doc)))
+
+
+def _v2_parse_any(codec: V2Codec, body: bytes, header_length: int | None) -> Any:
+    return only_client_errors(lambda: codec.parse("multi", body, header_length, "u"))
 
 
 # -- decompress -----------------------------------------------------------------------------

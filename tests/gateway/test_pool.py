@@ -45,7 +45,7 @@ async def test_ejection_and_readmission_asserted_on_the_pool(triton: TritonServe
     from gateway.pool import ReplicaPool
 
     registry = CollectorRegistry()
-    x = np.zeros((1, 20), dtype=np.float32)
+    x = {"INPUT": np.zeros((1, 20), dtype=np.float32)}
     with FaultProxy(("127.0.0.1", triton.grpc_port), name="flaky-triton") as proxy:
         pool = ReplicaPool([proxy.address, triton.grpc_url], registry, eject_after=3, base_ejection_s=0.6,
                            health_interval_s=0.1)
@@ -56,7 +56,7 @@ async def test_ejection_and_readmission_asserted_on_the_pool(triton: TritonServe
 
             proxy.reset()
             for _ in range(8):   # round robin: the flaky replica is tried first every other call
-                assert (await infer(x, 2.0)).shape == (1, 4)   # retried on the steady one
+                assert (await infer(x, 2.0))["PROBS"].shape == (1, 4)   # retried on the steady one
             t_ejected = time.monotonic()
             assert flaky.ejections == 1 and not flaky.available(t_ejected), flaky
             assert steady.available(t_ejected) and steady.ejections == 0
