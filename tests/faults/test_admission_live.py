@@ -117,15 +117,19 @@ async def test_limit_follows_heavy_and_moderate_phases(triton: TritonServer,
     finally:
         gw.stop()
     floor_ms = promtext.total(text, "infergate_admission_floor_seconds") * 1e3
-    ends = []
+    ends, levels = [], []
     for name, start, end, counts in bounds:
         tail = [v for t, v in samples if end - 1.0 <= t <= end]
         ends.append(statistics.median(tail))
+        levels.append(statistics.median([v for t, v in samples if start + 1.0 <= t <= end]))
     print(f"\n[admission] floor {floor_ms:.2f} ms; phase ends {list(zip([b[0] for b in bounds], ends))}; "
-          f"counts {[b[3] for b in bounds]}; samples {[round(v) for _, v in samples]}")
+          f"phase medians {levels}; counts {[b[3] for b in bounds]}; samples {[round(v) for _, v in samples]}")
     assert bounds[1][3].get("429", 0) > 0, "the heavy phase was not shed at all"
-    for i in (1, 3):   # heavy after moderate: the limit fell within the phase
-        assert ends[i] < 0.7 * ends[i - 1], (i, ends)
+    # Heavy after moderate: the limit sat well below where the moderate phase left it. Judged
+    # on the phase's median, not its last second: callers that back off after a 429 lighten
+    # the load, so the limit saws up and down within a heavy phase (seen: 4 -> 54 -> 49).
+    for i in (1, 3):
+        assert levels[i] < 0.7 * ends[i - 1], (i, levels, ends)
     assert ends[2] > 1.3 * ends[1], f"the limit did not rise again in the moderate phase: {ends}"
     # ... and it moved within the first seconds of each phase, not only at its end
     for (name, start, end, _), prev in zip(bounds[1:], ends):
