@@ -47,6 +47,9 @@ class Gateway:
         # Read at scrape time (sampled each second with --workers): nothing on the request path.
         self.components.metrics.track(self.components.metrics.in_flight, lambda: self._in_flight)
         self.extensions = load_extensions(config.extensions, config)
+        # The KServe v2 gRPC front (gateway/grpc_front.py), set by gateway.server when
+        # `grpc_port` is configured: started after the components, stopped before they drain.
+        self.grpc: Any | None = None
         self.app = Starlette(routes=make_routes(self) + [r for x in self.extensions for r in x.routes],
                              lifespan=self._lifespan,
                              exception_handlers=exception_handlers(self.components.unexpected))
@@ -62,6 +65,12 @@ class Gateway:
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.components.start()
+        if self.grpc is not None:
+            try:
+                await self.grpc.start()
+            except BaseException:
+                await self.components.stop()
+                raise
         # Everything built at start-up (Feast, pandas, pyarrow, grpc modules: ~10^6 objects)
         # lives as long as the process: move it out of the collector's reach, or each full
         # collection pauses the event loop for tens of milliseconds under load.
@@ -70,6 +79,8 @@ class Gateway:
         try:
             yield
         finally:
+            if self.grpc is not None:
+                await self.grpc.stop(self.config.shutdown_timeout_s)
             await self.components.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
