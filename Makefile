@@ -49,7 +49,7 @@ deploy-check: triton-runtime promtool
 	$(BIN)/python -m pytest tests/deploy $(PYTEST_ARGS)
 
 bench: triton-runtime wrk
-	$(BIN)/python -m bench.harness $(if $(QUICK),--quick,)
+	$(BIN)/python -m bench.harness $(if $(QUICK),--quick,) $(if $(PEERS),--peers,)
 
 profile: triton-runtime wrk
 	$(BIN)/python -m bench.profile
