@@ -12,7 +12,8 @@ and answers are not parsed, so the client spends its CPU on gRPC alone. Every ca
 the end is awaited and counted, so the gateway's `infergate_requests_total` delta must equal
 the client's count exactly (checked; a mismatch or any failed call is a violation, exit 1).
 
-Each cell: a warm-up, then `--runs` runs; the cell is their median (figure by figure). CPU
+Each cell: a warm-up, then `--runs` runs per target, the two targets interleaved run by run (the
+load of a shared machine drifts within minutes); the cell is the median (figure by figure). CPU
 seconds per group (gateway, triton, its stubs, the load generator) from /proc, and the load
 average, are in the JSON. Results: `bench/results/grpc/latest.json` + a dated copy, and
 `throughput.png` / `latency.png` beside them. There is no perf_analyzer in the pytriton wheel.
@@ -167,6 +168,29 @@ def _settled_total(url: str, name: str, timeout: float = 5.0) -> float:
         last = now
 
 
+def _measure(gw: Any, groups: list[procstat.Group], target: str, is_gw: bool, c: int, a: argparse.Namespace,
+             tag: str) -> dict[str, Any]:
+    """One run: the load, CPU per group, and for the gateway its own count of the requests."""
+    g0 = _settled_total(f"{gw.url}/metrics", "infergate_requests_total") if is_gw else 0.0
+    cpu0 = procstat.snapshot(groups)
+    load0 = os.getloadavg()[0]
+    res = run_load(target, is_gw, c, a.duration, a.procs, tag)
+    cpu1 = procstat.snapshot(groups)
+    if "fatal" in res:
+        return {"problems": res["fatal"]}
+    cpu = {k: round(cpu1[k] - cpu0.get(k, 0.0), 3) for k in cpu1}
+    cpu["client"] = res.pop("client_cpu_s")
+    problems = [f"{n} calls failed with {k}" for k, n in res["errors"].items()]
+    if is_gw:
+        served = _settled_total(f"{gw.url}/metrics", "infergate_requests_total") - g0
+        if served != res["requests"]:
+            problems.append(f"gateway counted {served:g} requests, the client {res['requests']}")
+    per_req = {k: round(v * 1e6 / res["requests"], 1) for k, v in cpu.items()} if res["requests"] else {}
+    return {**res, "cpu_s": cpu, "cpu_us_per_request": per_req, "loadavg_1m": load0, "problems": problems,
+            "errors": sum(res["errors"].values()), "error_codes": res["errors"], "avg_batch": None,
+            "triton_avg_batch": None}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.grpc_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -202,40 +226,27 @@ def main(argv: list[str] | None = None) -> int:
             groups = [procstat.Group("gateway", (gw.process.pid,), descendants=True),
                       procstat.Group("triton", (tpid,)),
                       procstat.Group("triton_stubs", (tpid,), only_descendants=True)]
-            for name, target, is_gw in (("triton_grpc", triton.grpc_url, False), ("gateway_grpc", gw.grpc_url, True)):
-                for c in conns:
-                    print(f"[grpc-bench] {name} c={c}: warm-up {a.warmup:g}s, {a.runs} x {a.duration:g}s "
-                          f"(load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+            targets = (("triton_grpc", triton.grpc_url, False), ("gateway_grpc", gw.grpc_url, True))
+            for c in conns:
+                # Interleaved (Triton run, gateway run, ...): on a shared machine the load drifts
+                # within minutes, and each pair of runs sees about the same.
+                print(f"[grpc-bench] c={c}: warm-up {a.warmup:g}s each, then {a.runs} x {a.duration:g}s per "
+                      f"target, interleaved (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+                runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in targets}
+                for name, target, is_gw in targets:
                     run_load(target, is_gw, c, a.warmup, a.procs, f"{tag}w{c}")
-                    runs = []
-                    for i in range(a.runs):
-                        g0 = _settled_total(f"{gw.url}/metrics", "infergate_requests_total") if is_gw else 0.0
-                        cpu0 = procstat.snapshot(groups)
-                        load0 = os.getloadavg()[0]
-                        res = run_load(target, is_gw, c, a.duration, a.procs, f"{tag}r{c}-{i}")
-                        cpu1 = procstat.snapshot(groups)
+                for i in range(a.runs):
+                    for name, target, is_gw in targets:
+                        rec = _measure(gw, groups, target, is_gw, c, a, f"{tag}r{c}-{i}")
                         where = f"{name} c={c} run {i + 1}"
-                        if "fatal" in res:
-                            violations.append(f"{where}: {res['fatal']}")
-                            continue
-                        cpu = {k: round(cpu1[k] - cpu0.get(k, 0.0), 3) for k in cpu1}
-                        cpu["client"] = res.pop("client_cpu_s")
-                        problems = [f"{n} calls failed with {k}" for k, n in res["errors"].items()]
-                        if is_gw:
-                            served = _settled_total(f"{gw.url}/metrics", "infergate_requests_total") - g0
-                            if served != res["requests"]:
-                                problems.append(f"gateway counted {served:g} requests, the client {res['requests']}")
-                        violations += [f"{where}: {x}" for x in problems]
-                        per_req = {k: round(v * 1e6 / res["requests"], 1) for k, v in cpu.items() if res["requests"]}
-                        runs.append({**res, "cpu_s": cpu, "cpu_us_per_request": per_req, "loadavg_1m": load0,
-                                     "non2xx": sum(res["errors"].values()), "avg_batch": None,
-                                     "triton_avg_batch": None})
-                    if runs:
-                        cell = stats.median_cell(name, c, [{**r, "errors": r["non2xx"]} for r in runs])
-                        cell["cpu_us_per_request"] = {
-                            k: stats._median(r["cpu_us_per_request"].get(k) for r in runs)  # noqa: SLF001
-                            for k in cell["cpu_s"]}
-                        cell["loadavg_1m"] = stats._median(r["loadavg_1m"] for r in runs)  # noqa: SLF001
+                        violations.extend(f"{where}: {x}" for x in rec.pop("problems"))
+                        if rec.get("requests"):
+                            runs[name].append(rec)
+                for name, rs in runs.items():
+                    if rs:
+                        cell = stats.median_cell(name, c, rs)
+                        cell["cpu_us_per_request"] = stats.cpu_per_request(rs)
+                        cell["loadavg_1m"] = stats.median_of(r["loadavg_1m"] for r in rs)
                         cells.append(cell)
         finally:
             gw.stop()

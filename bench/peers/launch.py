@@ -112,6 +112,11 @@ class PeerServer:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = field(default=None, init=False)
 
+    def __post_init__(self) -> None:
+        # The peer runs from its model dir: every path it is given must be absolute.
+        self.workdir = Path(self.workdir).resolve()
+        self.log_path = Path(self.log_path).resolve() if self.log_path else None
+
     def __repr__(self) -> str:
         state = f"pid {self.process.pid}" if self.process else "stopped"
         return f"<PeerServer {self.spec.name} {self.url} [{state}]>"

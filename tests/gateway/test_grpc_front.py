@@ -250,14 +250,25 @@ def _start_behind(proxy: FaultProxy, tmp: Path, *args: str) -> GatewayProcess:
                           log_path=tmp / "gateway.log", grpc_port=free_port()).start(timeout=90)
 
 
-def test_a_deadline_shorter_than_the_path_ends_in_deadline_exceeded(
-        slow_triton: FaultProxy, tmp_path: Path) -> None:
-    gw = _start_behind(slow_triton, tmp_path)
+@pytest.fixture(scope="module")
+def behind(slow_triton: FaultProxy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """A gateway whose Triton is behind the fault proxy."""
+    gw = _start_behind(slow_triton, tmp_path_factory.mktemp("grpc-behind"))
     try:
-        with grpc.insecure_channel(gw.grpc_url) as channel:
-            s = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-            s.ModelInfer(_request(), timeout=5)
-            slow_triton.latency(0.15)
+        yield gw
+    finally:
+        slow_triton.pass_through()
+        assert gw.stop() == 0
+
+
+def test_a_deadline_shorter_than_the_path_ends_in_deadline_exceeded(
+        behind: GatewayProcess, slow_triton: FaultProxy) -> None:
+    with grpc.insecure_channel(behind.grpc_url) as channel:
+        s = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        s.ModelInfer(_request(), timeout=5)
+        before = _gateway_counter(behind, "infergate_errors_total", 'reason="deadline_exceeded"')
+        slow_triton.latency(0.15)
+        try:
             # The gateway's own deadline (metadata shorter than the gRPC deadline): our code.
             t0 = time.perf_counter()
             with pytest.raises(grpc.RpcError) as exc:
@@ -269,13 +280,44 @@ def test_a_deadline_shorter_than_the_path_ends_in_deadline_exceeded(
             with pytest.raises(grpc.RpcError) as exc:
                 s.ModelInfer(_request(), timeout=0.06)
             assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        finally:
             slow_triton.pass_through()
-            time.sleep(0.4)  # the late answers come back and are dropped
-            assert s.ModelInfer(_request(), timeout=5).raw_output_contents
-        assert _gateway_counter(gw, "infergate_errors_total", 'reason="deadline_exceeded"') >= 1
-    finally:
-        slow_triton.pass_through()
-        assert gw.stop() == 0
+        time.sleep(0.4)  # the late answers come back and are dropped
+        assert s.ModelInfer(_request(), timeout=5).raw_output_contents
+    assert _gateway_counter(behind, "infergate_errors_total", 'reason="deadline_exceeded"') - before >= 1
+
+
+def test_triton_reset_is_unavailable_with_our_code_then_recovers(
+        behind: GatewayProcess, slow_triton: FaultProxy) -> None:
+    """The fault suite's contract on this front: Triton's connections reset -> UNAVAILABLE
+    `model_unavailable` (never INTERNAL), answered by the deadline; served again once it is back."""
+    with grpc.insecure_channel(behind.grpc_url) as channel:
+        s = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        s.ModelInfer(_request(), timeout=5)
+        slow_triton.reset()
+        try:
+            codes = []
+            for i in range(5):
+                t0 = time.perf_counter()
+                try:
+                    s.ModelInfer(_request(_X[:1], f"reset-{i}"), metadata=[("x-request-timeout-ms", "500")], timeout=5)
+                    codes.append("OK")
+                except grpc.RpcError as err:
+                    codes.append(err.code().name)
+                    assert CODE.match(err.details()).group(1) in ("model_unavailable", "deadline_exceeded"), \
+                        err.details()
+                assert time.perf_counter() - t0 < 0.5 + 0.25
+            assert set(codes) <= {"UNAVAILABLE", "DEADLINE_EXCEEDED"} and "UNAVAILABLE" in codes, codes
+        finally:
+            slow_triton.pass_through()
+        deadline = time.monotonic() + 3
+        while True:
+            try:
+                assert s.ModelInfer(_request(), timeout=2).raw_output_contents
+                break
+            except grpc.RpcError:
+                assert time.monotonic() < deadline, "not served again within 3 s of Triton's return"
+                time.sleep(0.1)
 
 
 def test_sigterm_drains_calls_in_flight_then_refuses(slow_triton: FaultProxy, tmp_path: Path) -> None:
@@ -317,3 +359,16 @@ def test_two_workers_share_the_grpc_port(triton: TritonServer, tmp_path: Path) -
         assert gw.process is not None
         gw.process.send_signal(signal.SIGTERM)
         assert gw.process.wait(20) == 0
+
+
+def test_a_taken_grpc_port_fails_the_start(triton: TritonServer, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        gw = GatewayProcess(triton.grpc_url, args=["--features", "off"], env=gateway_env(),
+                            log_path=tmp_path / "gw.log", grpc_port=taken.getsockname()[1])
+        with pytest.raises(Exception, match="gateway exited with [1-9]"):
+            gw.start(timeout=60)
+    assert "gRPC front: cannot listen on 127.0.0.1:" in (tmp_path / "gw.log").read_text()
