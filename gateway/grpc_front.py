@@ -177,9 +177,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         gw, c = self._gw, self._c
         # The HTTP front's admission (gateway/app.py `_infer`): one in-flight count for both fronts.
         if gw._in_flight >= gw._max_in_flight or not c.ready:  # noqa: SLF001
-            err = E.Overloaded("too many requests in flight") if c.ready else E.Unavailable("gateway not ready")
-            c.metrics.rejected_by_code[err.code].inc()
-            return await _abort(context, err)
+            refusal = E.Overloaded("too many requests in flight") if c.ready else E.Unavailable("gateway not ready")
+            c.metrics.rejected_by_code[refusal.code].inc()
+            return await _abort(context, refusal)
         gw._in_flight += 1  # noqa: SLF001
         try:
             meta: list[str | None] = [None, None, None, None]
@@ -197,7 +197,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         except E.GatewayError as exc:
             if exc.status < 500 and not isinstance(exc, E.Overloaded):
                 c.metrics.rejected_by_code[exc.code].inc()
-            err = exc
+            err: E.GatewayError = exc
         except Exception as exc:  # a bug outside the pipeline: logged once, chained
             c.unexpected.report(exc, "grpc ModelInfer", request.model_name)
             err = E.Internal(exc)

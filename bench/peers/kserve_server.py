@@ -30,7 +30,8 @@ class Clf(kserve.Model):
         x = payload.inputs[0].as_numpy()
         probs = clf_forward.forward(self._weights, x)
         out = InferOutput(name="PROBS", shape=list(probs.shape), datatype="FP32", data=probs)
-        return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id or generate_uuid())  # a string is required
+        # KServe requires a string id; its own examples make one when the request has none.
+        return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id or generate_uuid())
 
 
 if __name__ == "__main__":

@@ -149,7 +149,8 @@ def _with(req: service_pb2.ModelInferRequest, edit) -> service_pb2.ModelInferReq
 
 
 BAD = {
-    "dtype": (lambda r: setattr(r.inputs[0], "datatype", "FP64"), "INVALID_ARGUMENT", "invalid_field", "inputs[0].datatype"),
+    "dtype": (lambda r: setattr(r.inputs[0], "datatype", "FP64"), "INVALID_ARGUMENT", "invalid_field",
+              "inputs[0].datatype"),
     "shape": (lambda r: r.inputs[0].shape.__setitem__(1, 19), "INVALID_ARGUMENT", "invalid_field", "inputs[0].shape"),
     "rank": (lambda r: r.inputs[0].shape.append(1), "INVALID_ARGUMENT", "invalid_field", "inputs[0].shape"),
     "too_many_rows": (lambda r: r.inputs[0].shape.__setitem__(0, 100_000), "INVALID_ARGUMENT", "invalid_field",
