@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install triton-runtime model-repo demo serve test bench profile wrk clean rollout-demo
+.PHONY: install triton-runtime model-repo demo serve test bench profile wrk clean rollout-demo overload
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +28,16 @@ demo: triton-runtime
 serve: triton-runtime
 	$(BIN)/python -m runtime.serve $(ARGS)
 
-test: triton-runtime wrk promtool
+test: triton-runtime wrk promtool chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+
+# Debian's chromium for tests/console (Playwright drives it; no browser download).
+.PHONY: chromium
+chromium:
+	@test -x /usr/lib/chromium/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 .PHONY: promtool deploy-check
 
@@ -50,6 +55,10 @@ deploy-check: triton-runtime promtool
 
 bench: triton-runtime wrk
 	$(BIN)/python -m bench.harness $(if $(QUICK),--quick,) $(if $(PEERS),--peers,)
+
+# issue 18: honouring callers and a retry storm at c=64..2048 (~6 min; QUICK=1: 1 run of 4 s)
+overload: triton-runtime wrk
+	$(BIN)/python -m bench.overload $(if $(QUICK),--quick,)
 
 profile: triton-runtime wrk
 	$(BIN)/python -m bench.profile

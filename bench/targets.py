@@ -126,8 +126,10 @@ def _redis_answers(url: str) -> bool:
 
 
 def start_gateway(spec: TargetSpec, triton_grpc: str, log_path: Path, admin_token: str) -> GatewayProcess:
+    # The matrix measures the path's capacity at each concurrency: the fixed cap alone, as
+    # before issue 18 (adaptive admission would shed past the knee; `make overload` measures it).
     env = {"INFERGATE_REDIS_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
-           "INFERGATE_ADMIN_TOKENS": f"bench:{admin_token}"}
+           "INFERGATE_ADMIN_TOKENS": f"bench:{admin_token}", "INFERGATE_ADMISSION": "static"}
     try:
         return GatewayProcess(triton_grpc, args=spec.gateway_args, env=env, log_path=log_path).start()
     except TritonStartError as exc:

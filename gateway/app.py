@@ -7,6 +7,7 @@ OpenAPI) and runs the lifespan that builds `Components`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -16,6 +17,7 @@ from typing import Any, AsyncIterator
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
+from gateway import admission as A
 from gateway import errors as E
 from gateway.asgi import OCTETS, ClientGone, Headers, Receive, Scope, Send, read_body, send_bytes, send_error
 from gateway.codec_v2 import decompress
@@ -23,6 +25,7 @@ from gateway.components import Components
 from gateway.config import GatewayConfig
 from gateway.extensions import load_extensions
 from gateway.request import InferRequest
+from gateway.series import VariantSeries
 from gateway.routes import admin_routes, exception_handlers, make_routes
 from httpcommon.auth import match_token
 
@@ -38,14 +41,16 @@ class Gateway:
                  router_service: Any | None = None, features: Any | None = None) -> None:
         self.config = config
         self.components = Components(config, registry, router_service=router_service, features=features)
-        self._in_flight = 0
-        self._max_in_flight = config.max_in_flight_requests
+        # The in-flight count and limit live in the admission (gateway/admission.py).
+        self.admission = A.build(config, self.components.metrics)
+        self._limiter = self.admission.limiter
         self._default_timeout = config.default_timeout_ms / 1e3
         self._max_timeout = config.max_timeout_ms / 1e3
         self._limit = config.max_body_bytes
         self._tokens = {i: t.encode() for i, t in config.admin_tokens.items()}
         # Read at scrape time (sampled each second with --workers): nothing on the request path.
-        self.components.metrics.track(self.components.metrics.in_flight, lambda: self._in_flight)
+        self.components.metrics.track(self.components.metrics.in_flight, lambda: self._limiter.in_flight)
+        self.series: VariantSeries | None = None  # built in the lifespan (needs the router)
         self.extensions = load_extensions(config.extensions, config)
         # The KServe v2 gRPC front (gateway/grpc_front.py), set by gateway.server when
         # `grpc_port` is configured: started after the components, stopped before they drain.
@@ -60,15 +65,21 @@ class Gateway:
             self.components) if config.admin_port is not None else None
 
     def __repr__(self) -> str:
-        return f"<Gateway [in flight {self._in_flight}] {self.components!r}>"
+        return f"<Gateway [in flight {self._limiter.in_flight}] {self.components!r}>"
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.components.start()
+        if self.components.pipeline is not None:   # shadow calls are sheddable traffic
+            self.components.pipeline.shadow_allowed = self._limiter.shadow_allowed
+        # The console's per-variant series: sampled each second, off the request path.
+        self.series = VariantSeries(self.components.metrics, self.components.routes)
+        sampler = asyncio.ensure_future(self.series.run())
         if self.grpc is not None:
             try:
                 await self.grpc.start()
             except BaseException:
+                sampler.cancel()
                 await self.components.stop()
                 raise
         # Everything built at start-up (Feast, pandas, pyarrow, grpc modules: ~10^6 objects)
@@ -81,6 +92,7 @@ class Gateway:
         finally:
             if self.grpc is not None:
                 await self.grpc.stop(self.config.shutdown_timeout_s)
+            sampler.cancel()
             await self.components.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -107,23 +119,35 @@ class Gateway:
     async def _infer(self, scope: Scope, receive: Receive, send: Send, v2_model: str | None) -> None:
         t0 = time.perf_counter()
         c = self.components
-        if self._in_flight >= self._max_in_flight or not c.ready:
-            err = E.Overloaded("too many requests in flight") if c.ready else E.Unavailable("gateway not ready")
+        if not c.ready:
+            c.metrics.rejected_by_code["unavailable"].inc()
+            return await send_error(send, E.Unavailable("gateway not ready"))
+        # Admission, before the body is read: a refusal costs two sends of pre-rendered bytes.
+        h = Headers(scope["headers"])
+        try:
+            timeout = self._timeout(h)
+        except E.GatewayError as err:
             c.metrics.rejected_by_code[err.code].inc()
             return await send_error(send, err)
-        self._in_flight += 1
+        adm = self.admission
+        refused = adm.admit(adm.priority(h.priority, v2_model), timeout)
+        if refused:
+            return await adm.refuse(send, refused, timeout, scope.get("client"))
+        ok = False
         try:
-            h = Headers(scope["headers"])
-            deadline = t0 + self._timeout(h)
+            deadline = t0 + timeout
             body = await read_body(receive, self._limit, h.content_length)
             if v2_model is None:
                 req = self._parse_v1(h, body)
+                if h.priority is None and adm.by_model and adm.recheck_model(req.model):
+                    raise E.Overloaded("over the gateway's concurrency limit for sheddable traffic")
             else:
                 req = self._parse_v2(h, body, v2_model)
             if h.override is not None:
                 req.override = h.override.decode("latin-1")
                 req.authenticated = self._authenticated(h.authorization)
             res = await c.pipeline.infer(req, deadline)
+            ok = True
             if v2_model is None:
                 await send_bytes(send, 200, c.v1.render(req, res))
             else:
@@ -143,7 +167,7 @@ class Gateway:
             c.unexpected.report(exc, scope["path"], v2_model)
             await send_error(send, E.Internal(exc))
         finally:
-            self._in_flight -= 1
+            self._limiter.done(t0, ok)
 
     def _timeout(self, h: Headers) -> float:
         if h.timeout_ms is None:

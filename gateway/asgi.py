@@ -28,12 +28,12 @@ class Headers:
     """The request headers the hot path reads, picked out in one pass over the list."""
 
     __slots__ = ("content_length", "content_type", "content_encoding", "header_length",
-                 "unit_id", "timeout_ms", "override", "authorization")
+                 "unit_id", "timeout_ms", "override", "authorization", "priority")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self.content_length = self.content_type = self.content_encoding = None
         self.header_length = self.unit_id = self.timeout_ms = None
-        self.override = self.authorization = None
+        self.override = self.authorization = self.priority = None
         for name, value in raw:
             slot = _WANTED.get(name)
             if slot is not None:
@@ -45,6 +45,7 @@ _WANTED = {
     b"content-encoding": "content_encoding", b"inference-header-content-length": "header_length",
     b"x-unit-id": "unit_id", b"x-request-timeout-ms": "timeout_ms",
     b"x-variant-override": "override", b"authorization": "authorization",
+    b"x-priority": "priority",
 }
 
 

@@ -73,6 +73,21 @@ class GatewayConfig:
     retire_grace_s: float = 2.0
     # Route bundles mounted at start-up, `module:factory` each (gateway/extensions.py)
     extensions: tuple[str, ...] = ()
+    # Admission (gateway/admission.py): `adaptive` keeps the in-flight limit where the admitted
+    # round trip stays within `admission_tolerance` x its light-load floor, between
+    # `admission_min_limit` and `max_in_flight_requests` (the hard ceiling); `static` is the
+    # fixed cap alone. Beyond the limit: 429 + Retry-After before the body is read.
+    admission: str = "adaptive"
+    admission_initial_limit: int = 256
+    admission_min_limit: int = 32
+    admission_tolerance: float = 10.0
+    admission_window_ms: int = 100
+    # A connection that resends sooner than Retry-After gets its next 429 this much later (0: never)
+    admission_penalty_ms: int = 500
+    # `sheddable` requests (x-priority, shadow calls, models below) get this share of the limit
+    admission_sheddable_fraction: float = 0.5
+    default_priority: str = "critical"
+    model_priorities: Mapping[str, str] = field(default_factory=dict)   # model -> critical|sheddable
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "GatewayConfig":
@@ -98,6 +113,17 @@ class GatewayConfig:
                 raise ValueError(f"{name} must be positive")
         if not self.triton_urls:
             raise ValueError("at least one Triton URL is needed")
+        if self.admission not in ("adaptive", "static"):
+            raise ValueError(f"admission must be adaptive or static, not {self.admission!r}")
+        if self.admission_initial_limit <= 0 or self.admission_min_limit <= 0 or self.admission_window_ms <= 0:
+            raise ValueError("admission limits and window must be positive")
+        if self.admission_tolerance <= 1.0:
+            raise ValueError("admission_tolerance must be above 1 (a multiple of the floor)")
+        if not 0 < self.admission_sheddable_fraction <= 1:
+            raise ValueError("admission_sheddable_fraction must be in (0, 1]")
+        for name, p in {"default_priority": self.default_priority, **self.model_priorities}.items():
+            if p not in ("critical", "sheddable"):
+                raise ValueError(f"priority of {name} must be critical or sheddable, not {p!r}")
 
     def __repr__(self) -> str:
         # Never print tokens.
@@ -116,10 +142,23 @@ def parse_tokens(raw: str) -> dict[str, str]:
     return out
 
 
+def parse_priorities(raw: str) -> dict[str, str]:
+    """`model1:sheddable,model2:critical` -> {model: priority} (checked by `validate`)."""
+    out: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in raw.split(","))):
+        model, sep, prio = item.partition(":")
+        if not sep or not model or not prio:
+            raise ValueError("model priorities are `model:priority` pairs separated by commas")
+        out[model.strip()] = prio.strip()
+    return out
+
+
 def _parse(name: str, raw: str) -> object:
     default = getattr(GatewayConfig(), name)
     if name == "admin_tokens":
         return parse_tokens(raw)
+    if name == "model_priorities":
+        return parse_priorities(raw)
     if name in ("triton_urls", "extensions"):
         return tuple(u.strip() for u in raw.split(",") if u.strip())
     if isinstance(default, bool):

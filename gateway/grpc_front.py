@@ -7,10 +7,11 @@ It speaks the service the official `tritonclient.grpc` uses (the generated stubs
 ModelInfer, with the tensor in `raw_input_contents` or in typed `contents`; every other RPC of
 the service answers UNIMPLEMENTED (the generated base class).
 
-Behind the wire everything is the HTTP front's: the same in-flight limit, pipeline (routing,
-features, micro-batching, metrics) and error codes. The unit id comes from the `unit_id`
-request parameter or the `x-unit-id` metadata; an entity from the parameters named by the
-feature reader (e.g. `user_id`). The request's deadline is the call's gRPC deadline (the
+Behind the wire everything is the HTTP front's: the same admission (`gateway/admission.py`:
+one adaptive limiter for both fronts; `x-priority` metadata), pipeline (routing, features,
+micro-batching, metrics) and error codes. The unit id comes from the `unit_id` request
+parameter or the `x-unit-id` metadata; an entity from the parameters named by the feature
+reader (e.g. `user_id`). The request's deadline is the call's gRPC deadline (the
 default timeout without one), shortened by `x-request-timeout-ms` metadata if given, capped at
 `max_timeout_ms`. A `GatewayError` ends the call with the gRPC status of its code (`STATUS`)
 and the details `"<code>: <message>"`; the code is also in the trailing metadata `error-code`
@@ -30,6 +31,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from gateway import errors as E
+from gateway.admission import DEADLINE_FLOOR, LIMIT
 from gateway.codec_v2 import V2Codec
 from gateway.request import InferRequest, InferResult, unit_id_of
 from gateway.routes import SERVER_NAME, SERVER_VERSION
@@ -51,7 +53,8 @@ STATUS: dict[str, tuple[grpc.StatusCode, tuple[tuple[str, str], ...]]] = {
     code: (_BY_CODE.get(code) or _BY_HTTP[c.status],
            (("error-code", code),) + ((("retry-after", str(RETRY_AFTER_S)),) if c.retry_after else ()))
     for code, c in CODES.items()}
-_WANTED = {"x-unit-id": 0, "x-request-timeout-ms": 1, "x-variant-override": 2, "authorization": 3}
+_WANTED = {"x-unit-id": 0, "x-request-timeout-ms": 1, "x-variant-override": 2, "authorization": 3,
+           "x-priority": 4}
 
 
 def _param(p: service_pb2.InferParameter) -> object:
@@ -124,6 +127,17 @@ def _to_response(req: InferRequest, res: InferResult, codec: V2Codec) -> service
     return resp
 
 
+def _refusal(adm: Any, reason: int, timeout_s: float) -> E.GatewayError:
+    """The admission's refusal as our error (the HTTP front renders the same codes)."""
+    if reason == LIMIT:
+        return E.Overloaded("over the gateway's concurrency limit: retry later")
+    lim, ms = adm.limiter, timeout_s * 1e3
+    if reason == DEADLINE_FLOOR:
+        return E.DeadlineExceeded(f"deadline: {ms:g} ms is below this gateway's floor of {lim.floor_s * 1e3:.2f} ms")
+    return E.DeadlineExceeded(f"deadline: {ms:g} ms cannot be met: an admitted request takes "
+                              f"{lim.estimate_s * 1e3:.2f} ms now")
+
+
 async def _abort(context: grpc.aio.ServicerContext, err: E.GatewayError) -> None:
     status, trailing = STATUS[err.code]
     await context.abort(status, f"{err.code}: {err.message}", trailing)
@@ -175,24 +189,33 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                          context: grpc.aio.ServicerContext) -> service_pb2.ModelInferResponse:
         t0 = time.perf_counter()
         gw, c = self._gw, self._c
-        # The HTTP front's admission (gateway/app.py `_infer`): one in-flight count for both fronts.
-        if gw._in_flight >= gw._max_in_flight or not c.ready:  # noqa: SLF001
-            refusal = E.Overloaded("too many requests in flight") if c.ready else E.Unavailable("gateway not ready")
-            c.metrics.rejected_by_code[refusal.code].inc()
-            return await _abort(context, refusal)
-        gw._in_flight += 1  # noqa: SLF001
+        if not c.ready:
+            c.metrics.rejected_by_code["unavailable"].inc()
+            return await _abort(context, E.Unavailable("gateway not ready"))
+        meta: list[str | None] = [None, None, None, None, None]
+        for key, value in context.invocation_metadata() or ():
+            slot = _WANTED.get(key)
+            if slot is not None:
+                meta[slot] = value
+        # The HTTP front's admission (gateway/admission.py): one limiter for both fronts.
         try:
-            meta: list[str | None] = [None, None, None, None]
-            for key, value in context.invocation_metadata() or ():
-                slot = _WANTED.get(key)
-                if slot is not None:
-                    meta[slot] = value
-            deadline = t0 + self._timeout(context.time_remaining(), meta[1])
+            timeout = self._timeout(context.time_remaining(), meta[1])
+        except E.GatewayError as exc:
+            c.metrics.rejected_by_code[exc.code].inc()
+            return await _abort(context, exc)
+        adm = gw.admission
+        raw_priority = meta[4].encode() if meta[4] is not None else None
+        refused = adm.admit(adm.priority(raw_priority, request.model_name), timeout)
+        if refused:
+            return await _abort(context, _refusal(adm, refused, timeout))
+        ok = False
+        try:
             req = _to_request(request, c.v2, meta[0])
             if meta[2] is not None:
                 req.override = meta[2]
                 req.authenticated = gw._authenticated(meta[3].encode() if meta[3] else None)  # noqa: SLF001
-            res = await c.pipeline.infer(req, deadline)
+            res = await c.pipeline.infer(req, t0 + timeout)
+            ok = True
             return _to_response(req, res, c.v2[req.model])
         except E.GatewayError as exc:
             if exc.status < 500 and not isinstance(exc, E.Overloaded):
@@ -202,7 +225,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             c.unexpected.report(exc, "grpc ModelInfer", request.model_name)
             err = E.Internal(exc)
         finally:
-            gw._in_flight -= 1  # noqa: SLF001
+            gw._limiter.done(t0, ok)  # noqa: SLF001
         return await _abort(context, err)
 
     def _timeout(self, remaining: float | None, timeout_ms: str | None) -> float:

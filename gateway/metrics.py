@@ -89,6 +89,27 @@ class GatewayMetrics:
         self.shadow_dropped = Counter("infergate_shadow_dropped_total",
                                       "Shadow calls not made or failed (the primary is unaffected)",
                                       registry=registry)
+        # Admission (gateway/admission.py): the limit, what it is measured against, and who
+        # was let in or refused, bound per (reason, priority) at start-up.
+        self.admission_limit = Gauge("infergate_admission_limit",
+                                     "Requests this gateway admits at once now (adaptive limit)",
+                                     registry=registry, multiprocess_mode="livesum")
+        self.admission_floor = Gauge("infergate_admission_floor_seconds",
+                                     "Round trip of an admitted request under light load (the floor)",
+                                     registry=registry, multiprocess_mode="livemax")
+        self.admission_estimate = Gauge("infergate_admission_estimate_seconds",
+                                        "Mean round trip of admitted requests in the last window",
+                                        registry=registry, multiprocess_mode="livemax")
+        self.admission_admitted = Counter("infergate_admission_admitted_total",
+                                          "Requests admitted, by priority", ["priority"], registry=registry)
+        self.admission_shed = Counter("infergate_admission_shed_total",
+                                      "Requests refused at admission, by reason and priority",
+                                      ["reason", "priority"], registry=registry)
+        self.admission_penalised = Counter("infergate_admission_penalised_total",
+                                           "429s held back because the connection ignored Retry-After",
+                                           registry=registry)
+        self.admission_bad_priority = Counter("infergate_admission_bad_priority_total",
+                                              "Malformed x-priority headers (ignored)", registry=registry)
         self._variants: dict[tuple[str, str], VariantMetrics] = {}
         self._sampled: list[tuple[Gauge, Callable[[], float]]] = []
         self.rejected_by_code = {code: self.rejected.labels(code) for code in ERROR_CODES}

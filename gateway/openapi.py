@@ -175,6 +175,41 @@ _SCHEMAS: dict[str, Any] = {
             "units": {"type": "object", "description": "distinct units per variant (SRM is run on these)"},
             "srm_requests": {"type": "object", "description": "the SRM check on request counts, for comparison"},
             "guardrails": {"$ref": "#/components/schemas/GuardrailState"},
+            "shadow": {"type": "object", "nullable": True,
+                       "description": "{variant, share, calls, latency_ms_mean, diff_mean, diffs}: this "
+                                      "process's shadow calls (null without a shadow variant)"},
+        },
+    },
+    "MovePreview": {
+        "type": "object",
+        "required": ["experiment", "version", "buckets_moved", "share_moved", "units_seen",
+                     "units_moved_estimate", "transitions", "confirm", "resets_counts"],
+        "properties": {
+            "experiment": {"type": "string"}, "version": {"type": "integer"},
+            "buckets_moved": {"type": "integer", "description": "of 10,000 buckets, as the router allocates"},
+            "share_moved": {"type": "number"}, "units_seen": {"type": "integer"},
+            "units_moved_estimate": {"type": "integer", "description": "share_moved x distinct units seen"},
+            "transitions": {"type": "array", "items": {"type": "object", "properties": {
+                "from": {"type": "string"}, "to": {"type": "string"}, "buckets": {"type": "integer"}}}},
+            "confirm": {"type": "boolean", "description": "more than 10 % of units move"},
+            "resets_counts": {"type": "boolean", "description": "a new allocation: SRM counts start afresh"},
+        },
+    },
+    "VariantSeries": {
+        "type": "object",
+        "required": ["experiment", "interval_s", "seconds", "process", "points", "summary"],
+        "properties": {
+            "experiment": {"type": "string"}, "interval_s": {"type": "number"}, "seconds": {"type": "integer"},
+            "process": {"type": "integer", "description": "the gateway process that answered (its own figures)"},
+            "points": {"type": "array", "items": {"type": "object", "properties": {
+                "t": {"type": "number"},
+                "variants": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                    "rps": {"type": "number"}, "p50_ms": {"type": "number", "nullable": True},
+                    "p99_ms": {"type": "number", "nullable": True},
+                    "errors": {"type": "object", "additionalProperties": {"type": "integer"}}}}}}}},
+            "summary": {"type": "object", "properties": {
+                "window_s": {"type": "number"},
+                "variants": {"type": "object", "additionalProperties": {"type": "object"}}}},
         },
     },
     "GuardrailState": {
@@ -363,6 +398,38 @@ def _paths() -> dict[str, Any]:
                 "properties": {"experiment": {"type": "string"},
                                "history": {"type": "array", "items": {"type": "object"}}}}),
                           "503": _ref("StoreUnavailable"), **_errors(400, 401, 405)}}},
+        "/admin/experiments/{name}/preview": {"post": {
+            "operationId": "previewExperiment", "tags": ["admin"], "security": _ADMIN_SECURITY,
+            "description": "Dry run of a PUT: the same validation, nothing stored; the buckets (and "
+                           "estimated units) the change would move, computed as the router allocates.",
+            "parameters": [_p("Experiment")],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/ExperimentConfig"}}}},
+            "responses": {"200": _json_response("what the change would move",
+                                                {"$ref": "#/components/schemas/MovePreview"}),
+                          "503": _ref("Unavailable"), **_errors(400, 401, 405, 409, 413)}}},
+        "/admin/experiments/{name}/series": {"get": {
+            "operationId": "experimentSeries", "tags": ["admin"], "security": _ADMIN_SECURITY,
+            "description": "Per-variant req/s, p50/p99 and errors by reason, one point a second, from a "
+                           "ring buffer this gateway process samples each second (300 s kept).",
+            "parameters": [_p("Experiment"),
+                           {"name": "seconds", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 300}},
+                           {"name": "window", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 300}}],
+            "responses": {"200": _json_response("the series and a summary over the last `window` seconds",
+                                                {"$ref": "#/components/schemas/VariantSeries"}),
+                          "503": _ref("Unavailable"), **_errors(400, 401, 404, 405)}}},
+        **{path: {"get": {
+            "operationId": op, "tags": ["console"],
+            "description": "The experiments console (static; its data comes from the admin API with "
+                           "the token typed into it)",
+            "responses": {"200": {"description": "the file", "content": {ctype: {"schema": {"type": "string"}}}},
+                          **_errors(405)}}}
+           for path, op, ctype in (("/console", "console", "text/html"),
+                                   ("/console/app.js", "consoleScript", "text/javascript"),
+                                   ("/console/app.css", "consoleStyle", "text/css"),
+                                   ("/console/favicon.svg", "consoleIcon", "image/svg+xml"))},
         # For registry/: where to load model versions, and when a replaced one is drained.
         "/admin/triton": {"get": {
             "operationId": "tritonReplicas", "tags": ["admin"], "security": _ADMIN_SECURITY,
@@ -396,7 +463,7 @@ def openapi_document() -> dict[str, Any]:
                                 "JSON {\"error\": code, \"message\": text}; every 429 and 503 error "
                                 "carries Retry-After."},
         "servers": [{"url": "/"}],
-        "tags": [{"name": n} for n in ("inference", "health", "metadata", "operations", "admin")],
+        "tags": [{"name": n} for n in ("inference", "health", "metadata", "operations", "admin", "console")],
         "paths": _paths(),
         "components": {"schemas": _SCHEMAS, "responses": _RESPONSES, "headers": _HEADERS,
                        "parameters": _PARAMS,

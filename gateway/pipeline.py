@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -33,6 +33,9 @@ class RouterSource(Protocol):
 
 
 class Pipeline:
+    # Set by the gateway's admission: a shadow call is sheddable traffic (gateway/admission.py).
+    shadow_allowed: Callable[[], bool] = staticmethod(lambda: True)
+
     def __init__(self, routes: RouterSource, features: Any | None, batchers: dict[Any, MicroBatcher],
                  metrics: GatewayMetrics, errors: ErrorMap, unexpected: UnexpectedErrors,
                  max_shadow_tasks: int = 256) -> None:
@@ -109,7 +112,7 @@ class Pipeline:
     def _start_shadow(self, a: Any, rows: np.ndarray, primary: np.ndarray, deadline: float) -> None:
         """Send the same rows (same feature snapshot) to the shadow; never wait for it."""
         batcher = self._batchers.get(a.shadow[1])
-        if batcher is None or len(self._shadow_tasks) >= self._max_shadow_tasks:
+        if batcher is None or len(self._shadow_tasks) >= self._max_shadow_tasks or not self.shadow_allowed():
             self._metrics.shadow_dropped.inc()
             return
         try:

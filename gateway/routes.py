@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -98,6 +99,7 @@ def admin_routes(gw: "Gateway") -> list[BaseRoute]:
     """The router's admin API, bound lazily: the service exists only after start-up."""
     from router.admin import admin_routes as router_admin_routes
     from router.admin import authenticate
+    from router.console import console_routes
 
     def guarded(view: Any) -> Any:
         async def endpoint(request: Request) -> Response:
@@ -124,9 +126,59 @@ def admin_routes(gw: "Gateway") -> list[BaseRoute]:
                 raise E.Unavailable("the gateway is starting")
             return getattr(gw.components.routes, name)
 
+    async def series(request: Request) -> Response:
+        """Per-variant figures of the last seconds, sampled each second in this process."""
+        if authenticate(request.headers.get("authorization"), gw.config.admin_tokens) is None:
+            return response("unauthorized", "a valid bearer token is required")
+        if gw.series is None or gw.components.routes is None:
+            raise E.Unavailable("the gateway is starting")
+        name = request.path_params["name"]
+        try:
+            seconds = min(gw.series.seconds, max(1, int(request.query_params.get("seconds", "300"))))
+            window = min(seconds, max(1, int(request.query_params.get("window", "60"))))
+        except ValueError:
+            return response("invalid_limit", "seconds and window must be integers")
+        if gw.components.routes.router.experiment(name) is None:
+            return response("not_found", f"no live experiment {name!r}")
+        return _json(series_document(name, gw.series, seconds, window))
+
     return [Route("/admin/triton", guarded(triton), methods=["GET"]),
             Route("/admin/targets", guarded(targets), methods=["GET"]),
-            *router_admin_routes(_Lazy())]  # type: ignore[arg-type]
+            Route("/admin/experiments/{name}/series", series, methods=["GET"]),
+            *router_admin_routes(_Lazy()),  # type: ignore[arg-type]
+            *console_routes()]
+
+
+def series_document(name: str, series: Any, seconds: int, window: int) -> dict[str, Any]:
+    """The series route's answer: one point per second per variant, and a summary over the
+    last ``window`` seconds (requests, req/s, share of requests, p50/p99, errors by reason)."""
+    from router.outcomes import quantile_ms
+    pts = series.points(name, seconds)
+    out_points = []
+    totals: dict[str, dict[str, Any]] = {}
+    cutoff = len(pts) - window
+    for i, (t, point) in enumerate(pts):
+        row = {}
+        for v, f in point.items():
+            row[v] = {"rps": f["requests"] / series.interval_s, "p50_ms": quantile_ms(f["latency"], 0.5),
+                      "p99_ms": quantile_ms(f["latency"], 0.99), "errors": f["errors"]}
+            if i >= cutoff:
+                tot = totals.setdefault(v, {"requests": 0, "errors": {}, "latency": {}})
+                tot["requests"] += f["requests"]
+                for code, n in f["errors"].items():
+                    tot["errors"][code] = tot["errors"].get(code, 0) + n
+                for k, n in f["latency"].items():
+                    tot["latency"][k] = tot["latency"].get(k, 0) + n
+        out_points.append({"t": t, "variants": row})
+    span = min(window, len(pts)) * series.interval_s
+    all_requests = sum(t["requests"] for t in totals.values())
+    summary = {v: {"requests": t["requests"], "rps": t["requests"] / span if span else 0.0,
+                   "share": t["requests"] / all_requests if all_requests else None,
+                   "p50_ms": quantile_ms(t["latency"], 0.5), "p99_ms": quantile_ms(t["latency"], 0.99),
+                   "errors": t["errors"]} for v, t in totals.items()}
+    return {"experiment": name, "interval_s": series.interval_s, "seconds": seconds,
+            "process": os.getpid(), "points": out_points,
+            "summary": {"window_s": span, "variants": summary}}
 
 
 # Starlette's own refusals (no route; a route without this method, `Allow` set by Starlette),

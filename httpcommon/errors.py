@@ -65,13 +65,15 @@ CODES: Mapping[str, Code] = {
                                   "the stored one (no lost update)", "admin"),
     "payload_too_large": Code(413, "the body, or its decompressed form, is over the limit (1 MiB)"),
     "unsupported_media_type": Code(415, "a content type or encoding the route does not take", "data"),
-    "overloaded": Code(429, "shed on purpose: the in-flight limit or a variant's queue is full", "data"),
+    "overloaded": Code(429, "shed on purpose: over the adaptive concurrency limit (sheddable traffic first) "
+                            "or a variant's queue is full", "data"),
     "internal": Code(500, "a bug: logged with its traceback, counted in "
                           "`infergate_unexpected_errors_total`"),
     "unavailable": Code(503, "the gateway is not ready (starting)"),
     "model_unavailable": Code(503, "Triton did not answer or has no such target", "data"),
     "features_unavailable": Code(503, "the feature store is down (`feature_on_unavailable=raise`)", "data"),
-    "deadline_exceeded": Code(503, "the request's deadline passed before Triton answered", "data"),
+    "deadline_exceeded": Code(503, "the request's deadline passed before Triton answered, or cannot be met "
+                                   "(below the gateway's floor or its current round trip: refused at once)", "data"),
     "shutting_down": Code(503, "the gateway is draining", "data"),
     "store_unavailable": Code(503, "the experiments store (Redis) did not answer", "admin"),
 }

@@ -4,6 +4,8 @@
 * ``GET  /admin/experiments``                 live state of every experiment
 * ``GET  /admin/experiments/{name}``          live state of one (config, version, SRM)
 * ``GET  /admin/experiments/{name}/history``  stored changes, newest first
+* ``POST /admin/experiments/{name}/preview``  dry run of a PUT: validated, nothing stored;
+  answers the buckets (and estimated units) the change would move (``router.preview``)
 
 Every route needs ``Authorization: Bearer <token>`` (scheme in any case: one parser,
 ``httpcommon.auth``, shared with the gateway's override header); the token is matched against
@@ -18,6 +20,7 @@ stored only if the stored version is still that one).
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 import orjson
@@ -29,6 +32,7 @@ from httpcommon.auth import match_token
 from httpcommon.errors import response
 
 from .errors import ConfigError, ModelConflict, StoreUnavailable, VersionConflict
+from .preview import moves
 
 if TYPE_CHECKING:
     from .service import RouterService
@@ -74,6 +78,12 @@ def _json(status: int, body: Any) -> Response:
 def _error(code: str, message: str) -> Response:
     """Status and headers from the one list of codes (``httpcommon.errors.CODES``)."""
     return response(code, message)
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
 
 
 Handler = Callable[[Request, str], Awaitable[Response]]
@@ -131,6 +141,31 @@ def admin_routes(service: "RouterService") -> list[Route]:
             return _error(e.code, e.message)
         return _json(200, {"experiment": name, "version": version, "state": service.state(name)})
 
+    async def _read_json(request: Request) -> Any:
+        raw = await request.body()
+        if len(raw) > _MAX_BODY:
+            raise _Refused("payload_too_large", "body: config over 1 MiB")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise _Refused("invalid_json", f"body is not JSON: {e}") from None
+
+    async def preview_experiment(request: Request, token_id: str) -> Response:
+        name = request.path_params["name"]
+        try:
+            body = await _read_json(request)
+            cfg = await service.validate(name, body)
+        except _Refused as e:
+            return _error(e.code, e.message)
+        except (ModelConflict, ConfigError) as e:
+            return _error(e.code, e.message)
+        exp = service.router.experiment(name)
+        state = service.state(name)
+        seen = sum(state["units"]["counts"].values()) if state is not None else 0
+        # ~10 ms of hashing per variant: off the event loop.
+        result = await asyncio.to_thread(moves, exp.config if exp is not None else None, cfg, seen)
+        return _json(200, {"experiment": name, "version": service.version(name), **result})
+
     async def get_history(request: Request, token_id: str) -> Response:
         name = request.path_params["name"]
         try:
@@ -144,4 +179,5 @@ def admin_routes(service: "RouterService") -> list[Route]:
         Route("/admin/experiments/{name}", guarded(get_experiment), methods=["GET"]),
         Route("/admin/experiments/{name}", guarded(put_experiment), methods=["PUT"]),
         Route("/admin/experiments/{name}/history", guarded(get_history), methods=["GET"]),
+        Route("/admin/experiments/{name}/preview", guarded(preview_experiment), methods=["POST"]),
     ]

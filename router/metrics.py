@@ -74,5 +74,19 @@ class RouterMetrics:
         if diff is not None:
             children[1].observe(diff)
 
+    def shadow_figures(self, experiment: str, variant: str) -> dict[str, float | int | None]:
+        """This process's shadow calls of one variant so far: count, mean latency, mean and
+        largest-bucket prediction difference (read from the histograms, nothing recorded)."""
+        children = self._shadow_children.get((experiment, variant))
+        if children is None:
+            return {"calls": 0, "latency_ms_mean": None, "diff_mean": None, "diffs": 0}
+        lat, diff = children
+        calls = sum(b.get() for b in lat._buckets)  # noqa: SLF001 - the histogram's own counts
+        diffs = sum(b.get() for b in diff._buckets)  # noqa: SLF001
+        return {"calls": int(calls),
+                "latency_ms_mean": lat._sum.get() / calls * 1e3 if calls else None,  # noqa: SLF001
+                "diff_mean": diff._sum.get() / diffs if diffs else None,  # noqa: SLF001
+                "diffs": int(diffs)}
+
     def __repr__(self) -> str:
         return f"<RouterMetrics shadow_series={len(self._shadow_children)}>"

@@ -213,9 +213,9 @@ class RouterService:
         return await self._put(name, body, token_id, reason=reason, figures=figures,
                                expected_version=expected_version)
 
-    async def _put(self, name: str, body: Any, token_id: str, *, reason: str | None,
-                   figures: dict[str, Any] | None, expected_version: int | None,
-                   rollback: dict[str, Any] | None = None, check_targets: bool = True) -> int:
+    async def validate(self, name: str, body: Any, *, check_targets: bool = True) -> ExperimentConfig:
+        """Everything a PUT checks before storing (schema, name, model conflict, Triton
+        targets); raises ConfigError / ModelConflict. Also the admin API's dry run."""
         if isinstance(body, Mapping) and "name" not in body:
             body = {**body, "name": name}
         cfg = parse_experiment(body, "body")
@@ -226,6 +226,12 @@ class RouterService:
                 raise ModelConflict(f"model {cfg.model!r} is already routed by experiment {other.name!r}")
         if check_targets and self.target_check is not None:
             await self.target_check(cfg)  # e.g. the gateway asks Triton; raises ConfigError
+        return cfg
+
+    async def _put(self, name: str, body: Any, token_id: str, *, reason: str | None,
+                   figures: dict[str, Any] | None, expected_version: int | None,
+                   rollback: dict[str, Any] | None = None, check_targets: bool = True) -> int:
+        cfg = await self.validate(name, body, check_targets=check_targets)
         version = await self._store.put(name, cfg.to_dict(), token_id, reason=reason, figures=figures,
                                         expected_version=expected_version, rollback=rollback)
         try:
@@ -297,6 +303,9 @@ class RouterService:
             "srm": {**res.to_dict(), "alpha": self._exposures.alpha, "basis": "units"},
             "srm_requests": {**self._exposures.srm_requests(exp).to_dict(), "alpha": self._exposures.alpha},
             "guardrails": self._guard.state(exp, meta is not None and meta.token_id == GUARDRAIL_TOKEN),
+            "shadow": ({"variant": exp.config.shadow.variant, "share": exp.config.shadow.share,
+                        **self._metrics.shadow_figures(name, exp.config.shadow.variant)}
+                       if exp.config.shadow is not None else None),
             "redis_connected": self.connected,
         }
 
