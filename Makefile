@@ -54,7 +54,7 @@ deploy-check: triton-runtime promtool
 	$(BIN)/python -m pytest tests/deploy $(PYTEST_ARGS)
 
 bench: triton-runtime wrk
-	$(BIN)/python -m bench.harness $(if $(QUICK),--quick,)
+	$(BIN)/python -m bench.harness $(if $(QUICK),--quick,) $(if $(PEERS),--peers,)
 
 # issue 18: honouring callers and a retry storm at c=64..2048 (~6 min; QUICK=1: 1 run of 4 s)
 overload: triton-runtime wrk

@@ -1,11 +1,16 @@
 """`python -m bench.harness`: the high-rate benchmark matrix with correctness checks under load.
 
     python -m bench.harness [--quick] [--duration S] [--warmup S] [--runs 3] [--out bench/results]
+                            [--peers [mlserver,kserve]]
 
 One Triton for the whole run; each gateway configuration is started once, measured at every
 concurrency (a warm-up, then `--runs` runs per cell; the cell is their median) and stopped.
 Every run is checked (see bench/checks.py); any violation is recorded in the JSON and makes
 the command exit with status 1 after the results are written.
+
+`--peers` (`make bench PEERS=1`) also runs the same cells against Seldon MLServer and KServe's
+Python model server serving the same model (bench/peers: each in its own venv, built on first
+use), so the "gateway / peer" ratios are measured in the same run.
 
 Client placement: wrk uses one thread (-t1) by default. The box has 2 cores shared by wrk,
 the gateway, Triton and its stub; a second wrk thread would only take CPU from the system
@@ -30,6 +35,7 @@ from typing import Any
 from bench import checks, promtext, procstat, report, stats
 from bench.targets import (ALL_TARGETS, EXTRA_TARGETS, TRITON_PATH, FeatureSetup, TargetSpec, TargetStartError,
                            experiment_weights, prepare_features, probe, start_gateway, target_specs)
+from bench.peers.launch import PEERS, PeerError, PeerServer
 from bench.wrk import run_wrk, wrk_binary, wrk_command
 from runtime.stack import GatewayProcess
 from runtime.triton import TritonRuntime, TritonServer
@@ -55,6 +61,7 @@ class Plan:
     out: Path
     plots: bool
     entities: str = "datagen"   # who the feature store holds: datagen users or synthetic ones
+    peers: tuple[str, ...] = ()  # Python serving peers measured after our targets (bench/peers)
 
 
 def parse_args(argv: list[str] | None = None) -> Plan:
@@ -78,7 +85,13 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     p.add_argument("--sigmas", type=float, default=4.0, help="split tolerance in binomial std errors")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--peers", nargs="?", const=",".join(PEERS), default="",
+                   help=f"also measure these serving peers (default all: {','.join(PEERS)}); their venvs "
+                        "are built under .peers/ on first use")
     a = p.parse_args(argv)
+    peers = tuple(x for x in a.peers.split(",") if x)
+    if any(x not in PEERS for x in peers):
+        p.error(f"--peers takes a subset of {','.join(PEERS)}")
     targets = tuple(a.targets.split(",")) if a.targets else (QUICK_TARGETS if a.quick else ALL_TARGETS)
     conns = (tuple(int(c) for c in a.connections.split(",")) if a.connections
              else ((1, 64) if a.quick else (1, 16, 64, 256)))
@@ -89,7 +102,7 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     # Triton first: its cells are the yardstick every ratio divides by.
     targets = tuple(sorted(targets, key=lambda t: ALL_TARGETS.index(t) if t in ALL_TARGETS else 99))
     return Plan(targets, conns, duration, warmup, a.runs, a.threads, a.wrk_cpus, a.features,
-                a.redis_url, a.sigmas, a.out, not a.no_plots, a.entities)
+                a.redis_url, a.sigmas, a.out, not a.no_plots, a.entities, peers)
 
 
 class Harness:
@@ -129,6 +142,19 @@ class Harness:
             if gw is not None:
                 gw.stop()
 
+    def run_peer(self, name: str) -> None:
+        """The same cells against a Python serving peer (KServe v2 JSON, Triton's body)."""
+        peer = PEERS[name]
+        spec = TargetSpec(peer.target, "triton", note=peer.label, peer=name)
+        server = PeerServer(peer, self.raw_dir / "peers", self.raw_dir / f"{peer.target}.log").start()
+        try:
+            groups = [procstat.Group("server", (server.process.pid,), descendants=True)]
+            self.placement[spec.name] = {g.name: [procstat.affinity(p) for p in g.pids] for g in groups}
+            for conns in self.plan.connections:
+                self._cell(spec, server.infer_url, None, conns, {}, groups)
+        finally:
+            server.stop()
+
     def _groups(self, gw: GatewayProcess | None) -> list[procstat.Group]:
         tpid = self.triton.process.pid
         groups = [procstat.Group("triton", (tpid,)),
@@ -150,6 +176,8 @@ class Harness:
         for i in range(p.runs):
             runs.append(self._run(spec, url, gw, conns, weights, groups, i))
         cell = stats.median_cell(spec.name, conns, runs)
+        cell["cpu_us_per_request"] = stats.cpu_per_request(runs)
+        cell["loadavg_1m"] = stats.median_of(r["loadavg_1m"] for r in runs)
         cell["features"] = spec.features
         if spec.note:
             cell["note"] = spec.note
@@ -166,6 +194,7 @@ class Harness:
         metrics_url = f"{gw.url}/metrics" if gw else None
         g0 = _settled(metrics_url, GATEWAY_COUNTER) if metrics_url else {}
         t0 = _settled(self.triton.metrics_url, TRITON_COUNTER)
+        load = os.getloadavg()[0]
         cpu0 = procstat.snapshot(groups)
         res = self._wrk(spec, url, conns, self.plan.duration_s)
         cpu1 = procstat.snapshot(groups)
@@ -178,8 +207,14 @@ class Harness:
         threads = max(1, min(self.plan.threads, conns))
         problems = checks.check_answers(res.requests, res.responses, res.sent, res.socket_errors,
                                         conns, threads)
-        extra: dict[str, Any] = {"unanswered": res.unanswered}
-        if gw is not None:
+        extra: dict[str, Any] = {"unanswered": res.unanswered, "loadavg_1m": load,
+                                 "cpu_us_per_request": {k: round(v * 1e6 / res.requests, 1)
+                                                        for k, v in cpu.items()} if res.requests else {}}
+        if spec.peer is not None:  # no server-side counter to compare with: every answer a 2xx
+            if res.non2xx:
+                problems.append(f"{res.non2xx} non-2xx answers")
+            avg = None
+        elif gw is not None:
             server = promtext.delta(promtext.by_label(g1, "infergate_requests_total", "variant"),
                                     promtext.by_label(g0, "infergate_requests_total", "variant"))
             problems += checks.check_counts(res.variants, server, res.unanswered, res.non2xx)
@@ -195,7 +230,8 @@ class Harness:
             problems += checks.check_counts(ok, served, res.unanswered, res.non2xx)
             extra["server_requests"] = served["triton"]
             avg = None
-        triton_avg = promtext.avg_batch(t0, t1, "nv_inference_count", "nv_inference_exec_count")
+        triton_avg = (promtext.avg_batch(t0, t1, "nv_inference_count", "nv_inference_exec_count")
+                      if spec.peer is None else None)
         if problems:
             msg = f"{where}: " + "; ".join(problems)
             self.violations.append(msg)
@@ -265,6 +301,12 @@ def main(argv: list[str] | None = None) -> int:
                 specs = [fallback.get(s.name, s) for s in specs]
                 continue
             i += 1
+        for name in plan.peers:
+            try:
+                h.run_peer(name)
+            except PeerError as exc:
+                h.violations.append(f"peer {name}: {exc}")
+                print(f"[bench] PEER FAILED {name}: {exc}", file=sys.stderr, flush=True)
     finally:
         triton.stop()
 
@@ -274,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         "created_utc": stamp,
         "command": " ".join(shlex.quote(a) for a in [sys.executable, "-m", "bench.harness",
                                                      *(sys.argv[1:] if argv is None else argv)]),
-        "plan": {"targets": list(plan.targets), "connections": list(plan.connections),
+        "plan": {"targets": list(plan.targets), "peers": {n: PEERS[n].label for n in plan.peers},
+                 "connections": list(plan.connections),
                  "duration_s": plan.duration_s, "warmup_s": plan.warmup_s, "runs": plan.runs,
                  "wrk_threads": plan.threads, "wrk_cpus": plan.wrk_cpus, "split_sigmas": plan.sigmas},
         "features": {"mode": features.mode, "note": features.note,
@@ -282,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {**machine, "placement": h.placement},
         "wall_s": round(time.monotonic() - started, 1),
         "correctness": {"ok": not h.violations, "violations": h.violations},
-        "ratios": stats.ratios(h.cells),
+        "ratios": {**stats.ratios(h.cells), **stats.peer_ratios(h.cells)},
         "cells": h.cells,
     }
     latest, dated = report.write_results(doc, plan.out, stamp)

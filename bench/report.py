@@ -107,11 +107,16 @@ def plot(cells: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
 
 
 def summary_table(cells: Sequence[Mapping[str, Any]]) -> str:
-    head = f"{'target':<20}{'c':>5}{'req/s':>10}{'p50':>8}{'p90':>8}{'p99':>8}{'p99.9':>8}{'err':>6}{'batch':>7}"
+    head = (f"{'target':<20}{'c':>5}{'req/s':>10}{'p50':>8}{'p90':>8}{'p99':>8}{'p99.9':>8}{'err':>6}{'batch':>7}"
+            f"{'us/req':>8}")
     lines = [head, "-" * len(head)]
     for c in cells:
         batch = f"{c['avg_batch']:.1f}" if c.get("avg_batch") is not None else "-"
+        # CPU per request of the server under test: the gateway, a peer, or Triton itself.
+        per = c.get("cpu_us_per_request") or {}
+        own = ("triton",) if c["target"].startswith("triton") else ("gateway", "server")
+        us = next((per[k] for k in own if per.get(k) is not None), None)
         lines.append(f"{c['target']:<20}{c['connections']:>5}{c['rps'] or 0:>10.0f}"
                      f"{c['p50_ms'] or 0:>8.2f}{c['p90_ms'] or 0:>8.2f}{c['p99_ms'] or 0:>8.2f}"
-                     f"{c['p999_ms'] or 0:>8.2f}{c['errors']:>6}{batch:>7}")
+                     f"{c['p999_ms'] or 0:>8.2f}{c['errors']:>6}{batch:>7}{us if us is not None else '-':>8}")
     return "\n".join(lines)

@@ -68,3 +68,32 @@ def ratios(cells: Sequence[Mapping[str, Any]], gateway: str = "gateway_full",
     for key in ("gateway_over_direct_rps_c64", "gateway_over_direct_rps_c256", "gateway_added_p50_ms_c1"):
         out.setdefault(key, None)
     return out
+
+
+def median_of(values: Iterable[float | None]) -> float | None:
+    return _median(values)
+
+
+def cpu_per_request(runs: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """Each process group's CPU µs per request (its `cpu_s` / requests), median over the runs."""
+    names = sorted({k for r in runs for k in r.get("cpu_us_per_request", {})})
+    return {k: _median(r.get("cpu_us_per_request", {}).get(k) for r in runs) for k in names}
+
+
+def peer_ratios(cells: Sequence[Mapping[str, Any]], peer_prefix: str = "peer_") -> dict[str, float | None]:
+    """Each gateway target against each serving peer, same run: throughput over the peer's,
+    and p99 over the peer's (issue 17's bar at c=64: >= 5x and <= 1/5)."""
+    out: dict[str, float | None] = {}
+    peers = sorted({c["target"] for c in cells if c["target"].startswith(peer_prefix)})
+    ours = sorted({c["target"] for c in cells if c["target"].startswith("gateway")})
+    for g in ours:
+        for p in peers:
+            name = p[len(peer_prefix):]
+            for n in sorted({c["connections"] for c in cells}):
+                a, b = find_cell(cells, g, n), find_cell(cells, p, n)
+                if a is None or b is None:
+                    continue
+                out[f"{g}_over_{name}_rps_c{n}"] = round(a["rps"] / b["rps"], 3) if a["rps"] and b["rps"] else None
+                out[f"{g}_p99_over_{name}_c{n}"] = (round(a["p99_ms"] / b["p99_ms"], 4)
+                                                    if a["p99_ms"] and b["p99_ms"] else None)
+    return out

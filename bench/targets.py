@@ -38,10 +38,11 @@ class TargetSpec:
     gateway_args: tuple[str, ...] = ()  # empty for triton_direct
     features: str = "off"
     note: str = ""
+    peer: str | None = None            # a Python serving peer (bench/peers), not ours
 
     @property
     def is_gateway(self) -> bool:
-        return self.name != "triton_direct"
+        return self.name != "triton_direct" and self.peer is None
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="where MODEL's online features go: INPUT:concat, INPUT:own or none (repeatable)")
     p.add_argument("--experiments-file")
     p.add_argument("--admin-port", type=int, help="serve /admin/* only on this port")
+    p.add_argument("--grpc-port", type=int, help="serve the KServe v2 gRPC API on this port too")
     p.add_argument("--no-batching", action="store_true", help="one Triton call per request")
     p.add_argument("--batch-delay-us", type=int)
     p.add_argument("--max-batch-rows", type=int)
@@ -51,7 +52,8 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         feature_redis_url=args.feature_redis_url,
         feature_on_unavailable=args.feature_on_unavailable,
         feature_joins=parse_joins(",".join(args.feature_joins)) if args.feature_joins else None,
-        experiments_file=args.experiments_file, admin_port=args.admin_port, batching=False if args.no_batching else None,
+        experiments_file=args.experiments_file, admin_port=args.admin_port, grpc_port=args.grpc_port,
+        batching=False if args.no_batching else None,
         batch_delay_us=args.batch_delay_us, max_batch_rows=args.max_batch_rows,
         max_queue_rows=args.max_queue_rows, max_in_flight_batches=args.max_in_flight_batches,
         default_timeout_ms=args.default_timeout_ms, model_repository=args.model_repository,

@@ -52,6 +52,9 @@ class Gateway:
         self.components.metrics.track(self.components.metrics.in_flight, lambda: self._limiter.in_flight)
         self.series: VariantSeries | None = None  # built in the lifespan (needs the router)
         self.extensions = load_extensions(config.extensions, config)
+        # The KServe v2 gRPC front (gateway/grpc_front.py), set by gateway.server when
+        # `grpc_port` is configured: started after the components, stopped before they drain.
+        self.grpc: Any | None = None
         self.app = Starlette(routes=make_routes(self) + [r for x in self.extensions for r in x.routes],
                              lifespan=self._lifespan,
                              exception_handlers=exception_handlers(self.components.unexpected))
@@ -72,6 +75,13 @@ class Gateway:
         # The console's per-variant series: sampled each second, off the request path.
         self.series = VariantSeries(self.components.metrics, self.components.routes)
         sampler = asyncio.ensure_future(self.series.run())
+        if self.grpc is not None:
+            try:
+                await self.grpc.start()
+            except BaseException:
+                sampler.cancel()
+                await self.components.stop()
+                raise
         # Everything built at start-up (Feast, pandas, pyarrow, grpc modules: ~10^6 objects)
         # lives as long as the process: move it out of the collector's reach, or each full
         # collection pauses the event loop for tens of milliseconds under load.
@@ -80,6 +90,8 @@ class Gateway:
         try:
             yield
         finally:
+            if self.grpc is not None:
+                await self.grpc.stop(self.config.shutdown_timeout_s)
             sampler.cancel()
             await self.components.stop()
 

@@ -46,6 +46,9 @@ class ModelSpec:
     def input(self, name: str) -> TensorSpec | None:
         return next((t for t in self.inputs if t.name == name), None)
 
+    def output(self, name: str) -> TensorSpec | None:
+        return next((t for t in self.outputs if t.name == name), None)
+
     def tensors(self) -> tuple:
         """What two targets behind one public model must agree on."""
         return (tuple((t.name, t.datatype, t.dims) for t in self.inputs),

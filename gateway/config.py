@@ -69,6 +69,7 @@ class GatewayConfig:
     redis_key_prefix: str = "infergate:"
     admin_tokens: Mapping[str, str] = field(default_factory=dict)   # token id -> token
     admin_port: int | None = None   # serve /admin/* (and only it) on this port instead
+    grpc_port: int | None = None    # the KServe v2 gRPC front (gateway/grpc_front.py); None = off
     shutdown_timeout_s: float = 10.0
     # Model lifecycle (registry/): where the Triton replicas' model repository is (reported by
     # GET /admin/triton, never read here), and how long a target no experiment routes to keeps
@@ -180,7 +181,7 @@ def _parse(name: str, raw: str) -> object:
         return tuple(u.strip() for u in raw.split(",") if u.strip())
     if isinstance(default, bool):
         return raw.strip().lower() in ("1", "true", "yes", "on")
-    if name == "admin_port" or isinstance(default, int):
+    if name in ("admin_port", "grpc_port") or isinstance(default, int):
         return int(raw)
     if isinstance(default, float):
         return float(raw)

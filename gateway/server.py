@@ -39,9 +39,14 @@ _RESTART_EVERY_S = 1.0  # at most one replacement a second
 def serve(config: GatewayConfig, log_level: str = "warning", sock: socket.socket | None = None,
           admin_sock: socket.socket | None = None, on_ready: Callable[[], None] | None = None) -> None:
     """Run the gateway until SIGINT/SIGTERM: uvicorn stops accepting, in-flight requests are
-    answered, then the lifespan drains every batcher and closes the connections. ``on_ready``
-    is called once the gateway has started and listens."""
+    answered, then the lifespan stops the gRPC front (its calls in flight answered), drains
+    every batcher and closes the connections. ``on_ready`` is called once the gateway has
+    started and listens (the gRPC front, when configured, listens before the HTTP port)."""
     gw = Gateway(config)
+    if config.grpc_port is not None:
+        from gateway.grpc_front import GRPCFront
+        # Workers (given a SO_REUSEPORT socket) share the gRPC port the same way.
+        gw.grpc = GRPCFront(gw, config.host, config.grpc_port, reuse_port=sock is not None)
     common = dict(loop="uvloop", http="httptools", access_log=False, log_level=log_level,
                   server_header=False, proxy_headers=False, timeout_graceful_shutdown=config.shutdown_timeout_s)
     server = uvicorn.Server(uvicorn.Config(gw, host=config.host, port=config.port, lifespan="on",

@@ -1,4 +1,5 @@
-"""`make serve`: Triton + the gateway on 127.0.0.1:$GATEWAY_PORT (8080) until interrupted.
+"""`make serve`: Triton + the gateway on 127.0.0.1:$GATEWAY_PORT (8080) until interrupted,
+its KServe v2 gRPC front on $GATEWAY_GRPC_PORT (8081; empty = off).
 
 Extra arguments go to `python -m gateway` (e.g. `--features off`, `--workers 2`).
 Everything started here is stopped on Ctrl-C or SIGTERM, and a clean stop exits 0 with one
@@ -47,6 +48,7 @@ def _give_back(terminal: tuple[int, int] | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     port = int(os.environ.get("GATEWAY_PORT", "8080"))
+    grpc_port = os.environ.get("GATEWAY_GRPC_PORT", "8081").strip()
     stop = threading.Event()
     got: list[int] = []
 
@@ -58,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, on_signal)
     terminal = _take_terminal()
     try:
-        with Stack(gateway_args=args, gateway_port=port, repository=served_repository()) as stack:
+        with Stack(gateway_args=args, gateway_port=port, repository=served_repository(),
+                   gateway_grpc_port=int(grpc_port) if grpc_port else None) as stack:
             print(f"triton  {stack.triton!r}\ngateway {stack.gateway.url}  (logs in {stack.log_dir})")
+            if stack.gateway.grpc_url:
+                print(f"gateway gRPC (KServe v2) {stack.gateway.grpc_url}")
             print("Ctrl-C to stop", flush=True)
             while not stop.is_set():
                 code = stack.gateway.process.poll()

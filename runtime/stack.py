@@ -42,11 +42,16 @@ class GatewayProcess:
     args: Sequence[str] = ()
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
+    grpc_port: int | None = None   # the KServe v2 gRPC front (--grpc-port); None = off
     process: subprocess.Popen | None = field(default=None, init=False)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def grpc_url(self) -> str | None:
+        return f"127.0.0.1:{self.grpc_port}" if self.grpc_port is not None else None
 
     def __repr__(self) -> str:
         state = f"pid {self.process.pid}" if self.process else "stopped"
@@ -55,6 +60,8 @@ class GatewayProcess:
     def start(self, timeout: float = 60.0) -> "GatewayProcess":
         cmd = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port),
                "--triton-url", self.triton_grpc, *self.args]
+        if self.grpc_port is not None:
+            cmd += ["--grpc-port", str(self.grpc_port)]
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             # A session of its own: a terminal's Ctrl-C reaches whoever started it (`make serve`
@@ -106,6 +113,7 @@ class Stack:
     gateway_env: dict[str, str] = field(default_factory=dict)
     models: Sequence[str] = ("clf",)
     gateway_port: int | None = None
+    gateway_grpc_port: int | None = None   # the gateway's gRPC front; None = off
     repository: Path | None = None   # None: model_repo/ itself; registry deploys need a working copy
     log_dir: Path | None = None
     triton: TritonServer | None = field(default=None, init=False)
@@ -123,7 +131,7 @@ class Stack:
             if self.repository is not None:
                 args += ["--model-repository", str(self.repository)]
             gw = GatewayProcess(self.triton.grpc_url, args=args, env=self.gateway_env,
-                                log_path=log_dir / "gateway.log")
+                                log_path=log_dir / "gateway.log", grpc_port=self.gateway_grpc_port)
             if self.gateway_port:
                 gw.port = self.gateway_port
             self.gateway = gw.start()

@@ -10,13 +10,14 @@ from typing import Iterator
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 
 from features.repo.datagen import FEATURE_NAMES, generate_frame
 from features.repo.workspace import Workspace
 from runtime.modelgen import load_weights, reference_forward
 from runtime.stack import GatewayProcess
-from runtime.triton import TritonServer
+from runtime.triton import TritonServer, free_port
 from tests.conftest import gateway_env
 
 NAN_USER, MISSING_USER = 5, 10**12
@@ -43,7 +44,7 @@ def gateway_with_features(triton: TritonServer, feast_repo: tuple[Path, dict],
                           tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     log = tmp_path_factory.mktemp("gwf") / "gateway.log"
     args = ["--features", "redis", "--feature-repo", str(feast_repo[0])]
-    with GatewayProcess(triton.grpc_url, args=args, env=gateway_env(), log_path=log) as gw:
+    with GatewayProcess(triton.grpc_url, args=args, env=gateway_env(), log_path=log, grpc_port=free_port()) as gw:
         yield gw
 
 
@@ -82,6 +83,28 @@ def test_v2_with_entity_parameter_and_official_client(gateway_with_features: Gat
         version = res.get_response()["model_version"]
         want = np.stack([_expected(version, feast_repo[1][2], row.tolist()) for row in x])
         np.testing.assert_allclose(res.as_numpy("PROBS"), want, rtol=1e-5, atol=1e-6)
+    finally:
+        client.close()
+
+
+def test_grpc_front_joins_the_entity_named_in_the_parameters(gateway_with_features: GatewayProcess,
+                                                             feast_repo: tuple) -> None:
+    """The KServe v2 gRPC front: the entity from the request parameters (int64 or string), the
+    request-side columns in `raw_input_contents`; a bad entity value names the key."""
+    client = triton_grpc.InferenceServerClient(gateway_with_features.grpc_url)
+    try:
+        x = np.array([[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.0, 0.5]], dtype=np.float32)
+        inp = triton_grpc.InferInput("INPUT", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        for user in (2, 49):
+            res = client.infer("clf", [inp], parameters={"user_id": user, "unit_id": f"grpc-user-{user}"})
+            version = res.get_response().model_version
+            want = np.stack([_expected(version, feast_repo[1][user], row.tolist()) for row in x])
+            np.testing.assert_allclose(res.as_numpy("PROBS"), want, rtol=1e-5, atol=1e-6)
+        with pytest.raises(triton_grpc.InferenceServerException) as exc:
+            client.infer("clf", [inp], parameters={"user_id": "not-a-number", "unit_id": "u"})
+        assert exc.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert exc.value.message().startswith("invalid_field: entity.user_id"), exc.value.message()
     finally:
         client.close()
 

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+import tritonclient.grpc as triton_grpc
+
 from runtime.triton import ROOT, free_port
 
 START_S = 90.0
@@ -45,7 +47,7 @@ def _lines(raw: bytes) -> list[str]:
 
 
 def test_ctrl_c_on_make_serve_exits_0_with_one_line() -> None:
-    env = {**os.environ, "GATEWAY_PORT": str(free_port())}
+    env = {**os.environ, "GATEWAY_PORT": str(free_port()), "GATEWAY_GRPC_PORT": str(free_port())}
     # `-o` the install stamp: the test checks the stop, not whether pyproject changed since install.
     pid, fd = pty.fork()
     if pid == 0:   # the child: `make serve` with the pty as its controlling terminal
@@ -69,7 +71,8 @@ def test_ctrl_c_on_make_serve_exits_0_with_one_line() -> None:
 
 
 def test_sigterm_on_runtime_serve_exits_0_with_one_line() -> None:
-    env = {**os.environ, "GATEWAY_PORT": str(free_port())}
+    grpc_port = free_port()
+    env = {**os.environ, "GATEWAY_PORT": str(free_port()), "GATEWAY_GRPC_PORT": str(grpc_port)}
     proc = subprocess.Popen([sys.executable, "-m", "runtime.serve", "--features", "off"], cwd=ROOT, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -82,6 +85,13 @@ def test_sigterm_on_runtime_serve_exits_0_with_one_line() -> None:
                 break
             head += line
         assert b"Ctrl-C to stop" in head, head
+        # The KServe v2 gRPC front is served beside HTTP (GATEWAY_GRPC_PORT).
+        assert f"gateway gRPC (KServe v2) 127.0.0.1:{grpc_port}".encode() in head, head
+        client = triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        try:
+            assert client.is_server_live() and client.is_model_ready("clf")
+        finally:
+            client.close()
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=60)
     finally:
