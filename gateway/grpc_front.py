@@ -34,7 +34,7 @@ from gateway import errors as E
 from gateway.admission import DEADLINE_FLOOR, LIMIT
 from gateway.codec_v2 import V2Codec
 from gateway.request import InferRequest, InferResult, unit_id_of
-from gateway.tensors import FLOATS, from_binary, to_binary
+from gateway.tensors import FLOATS, check_shape, from_binary, to_binary
 from gateway.routes import SERVER_NAME, SERVER_VERSION
 from httpcommon.errors import CODES, RETRY_AFTER_S
 
@@ -97,14 +97,16 @@ def _to_request(msg: service_pb2.ModelInferRequest, codecs: Mapping[str, V2Codec
             raise E.InvalidField(f"{where}.name", f"input {t.name!r} given twice")
         if t.datatype != ts.datatype:
             raise E.InvalidField(f"{where}.datatype", f"input {t.name!r}: expected {ts.datatype}, got {t.datatype!r}")
-        shape = tuple(int(d) for d in t.shape)
-        if any(d < 0 for d in shape):
-            raise E.InvalidField(f"{where}.shape", f"input {t.name!r}: dimensions must be >= 0, got {list(shape)}")
+        dims = codec.public.request_dims(ts, entity is not None)
+        if dims is None:
+            raise E.InvalidField(f"{where}.name", f"input {t.name!r} is joined from the online features; "
+                                 "do not send it")
+        shape = check_shape(where, [int(d) for d in t.shape], dims, spec.batchable, codec.max_rows)
         if raw:
             if t.HasField("contents"):
                 raise E.InvalidField(f"{where}.contents",
                                      "give the tensor in contents or in raw_input_contents, not both")
-            arr = from_binary(where, ts.datatype, memoryview(raw[i]), shape)
+            arr = from_binary(f"raw_input_contents[{i}]", ts.datatype, memoryview(raw[i]), shape)
         else:
             field = _CONTENTS.get(ts.datatype)
             if field is None:

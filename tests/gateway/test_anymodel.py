@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 import pytest
 import schemathesis
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from hypothesis import HealthCheck, settings
 from schemathesis.generation import GenerationMode
@@ -29,7 +30,7 @@ from gateway.openapi import openapi_document
 from runtime.anymodels import ECHO_TYPES, FORWARD
 from runtime.modelgen import anymodel_specs, generate_test_models
 from runtime.stack import GatewayProcess
-from runtime.triton import DEFAULT_REPOSITORY, TritonRuntime, TritonServer
+from runtime.triton import DEFAULT_REPOSITORY, TritonRuntime, TritonServer, free_port
 from tests.conftest import gateway_env
 from tests.gateway.test_fuzz import CHECKS
 
@@ -48,7 +49,7 @@ def stack(triton_runtime: TritonRuntime, tmp_path_factory: pytest.TempPathFactor
     with TritonServer(triton_runtime, models=["clf", *MODELS], repository=repo,
                       log_path=repo / "triton.log") as triton:
         with GatewayProcess(triton.grpc_url, args=["--features", "off", "--log-level", "info"],
-                            env=gateway_env(), log_path=repo / "gateway.log") as gw:
+                            env=gateway_env(), log_path=repo / "gateway.log", grpc_port=free_port()) as gw:
             yield triton, gw
 
 
@@ -133,6 +134,63 @@ def test_byte_identical_to_triton_direct(stack: tuple[TritonServer, GatewayProce
             assert norm == [[v.decode() for v in row] for row in want.tolist()], name
         else:
             np.testing.assert_array_equal(got.astype(want.dtype), want, err_msg=name)
+
+
+def _infer_grpc(url: str, model: str, x: dict[str, np.ndarray], outputs: list[str] | None = None
+                ) -> triton_grpc.InferResult:
+    client = triton_grpc.InferenceServerClient(url)
+    try:
+        inputs = []
+        for t in MODELS[model].inputs:
+            name, dtype = t[0], t[1]
+            inp = triton_grpc.InferInput(name, list(x[name].shape), dtype)
+            inp.set_data_from_numpy(x[name])
+            inputs.append(inp)
+        req_out = [triton_grpc.InferRequestedOutput(o) for o in outputs] if outputs else None
+        return client.infer(model, inputs, outputs=req_out, parameters={"unit_id": "any-1"})
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_grpc_byte_identical_to_triton_direct(stack: tuple[TritonServer, GatewayProcess], model: str) -> None:
+    """The same through the gateway's KServe v2 gRPC front and Triton's own gRPC port
+    (official `tritonclient.grpc`, raw_input_contents), every test model."""
+    triton, gw = stack
+    m = MODELS[model]
+    n = 1 if m.max_batch_size == 0 else 3
+    x = _inputs(model, n, seed=len(model) + 1)
+    via_gw = _infer_grpc(gw.grpc_url, model, x)
+    direct = _infer_grpc(triton.grpc_url, model, x)
+    for name, _, _ in m.outputs:
+        got, ref = via_gw.as_numpy(name), direct.as_numpy(name)
+        assert got.dtype == ref.dtype and got.shape == ref.shape, (name, got.dtype, ref.dtype)
+        if got.dtype == object:
+            assert got.tolist() == ref.tolist(), name
+        else:
+            assert got.tobytes() == ref.tobytes(), name
+    if len(m.outputs) > 1:   # outputs selection: only the one asked for
+        one = m.outputs[-1][0]
+        sel = _infer_grpc(gw.grpc_url, model, x, outputs=[one])
+        assert [o.name for o in sel.get_response().outputs] == [one]
+
+
+def test_grpc_bad_input_names_the_input(stack: tuple[TritonServer, GatewayProcess]) -> None:
+    triton, gw = stack
+    x = _inputs("text_ids", 2, seed=9)
+    x["ATTENTION_MASK"] = x["ATTENTION_MASK"].astype(np.int32)
+    client = triton_grpc.InferenceServerClient(gw.grpc_url)
+    try:
+        inputs = [triton_grpc.InferInput("INPUT_IDS", list(x["INPUT_IDS"].shape), "INT64"),
+                  triton_grpc.InferInput("ATTENTION_MASK", list(x["ATTENTION_MASK"].shape), "INT32")]
+        inputs[0].set_data_from_numpy(x["INPUT_IDS"])
+        inputs[1].set_data_from_numpy(x["ATTENTION_MASK"])
+        with pytest.raises(InferenceServerException) as err:
+            client.infer("text_ids", inputs, parameters={"unit_id": "any-1"})
+    finally:
+        client.close()
+    assert "StatusCode.INVALID_ARGUMENT" in str(err.value.status())
+    assert "invalid_field" in err.value.message() and "ATTENTION_MASK" in err.value.message()
 
 
 def test_outputs_selection_and_mixed_binary(stack: tuple[TritonServer, GatewayProcess]) -> None:
