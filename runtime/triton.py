@@ -83,10 +83,21 @@ def _build_venv(venv: Path, *, quiet: bool) -> None:
         raise TritonStartError(f"could not build Triton's runtime venv at {venv}: {exc}") from exc
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, never one this process handed out before: the kernel
+    may give the same free port to two binds in a row (seen: Triton's HTTP and gRPC ports
+    drawn equal, and Triton refusing to start)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port that was not handed out already")
 
 
 @dataclass
