@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
-	$(BIN)/python -m pip install -q -e '.[features,bench,dev,registry,synthetic,deploy]'
+	$(BIN)/python -m pip install -q -e '.[features,bench,dev,registry,synthetic,deploy,pipelines]'
 	touch $(STAMP)
 
 install: $(STAMP)
