@@ -9,7 +9,7 @@ import pytest
 import yaml
 from kfp import components
 
-from pipelines.cli import DEPLOY_DIR, compile_all
+from pipelines.cli import CONFIGMAP, DEPLOY_DIR, compile_all
 from pipelines.definitions import PIPELINES
 
 GRAPHS = {
@@ -23,8 +23,8 @@ GRAPHS = {
 
 
 def test_compiled_yamls_are_current_and_reproducible(tmp_path: Path) -> None:
-    first = compile_all(tmp_path / "a")
-    second = compile_all(tmp_path / "b")
+    first = compile_all(tmp_path / "a", tmp_path / "cm.yaml")
+    second = compile_all(tmp_path / "b", None)
     assert [p.name for p in first] == [f"{n}.yaml" for n in PIPELINES]
     for a, b in zip(first, second):
         assert a.read_bytes() == b.read_bytes(), f"{a.name}: two compiles differ"
@@ -32,6 +32,10 @@ def test_compiled_yamls_are_current_and_reproducible(tmp_path: Path) -> None:
         assert committed.is_file(), f"{committed} is missing: run `python -m pipelines compile`"
         assert committed.read_bytes() == a.read_bytes(), \
             f"{committed} is stale: run `python -m pipelines compile` and commit it"
+    assert CONFIGMAP.read_bytes() == (tmp_path / "cm.yaml").read_bytes(), \
+        f"{CONFIGMAP} is stale: run `python -m pipelines compile` and commit it"
+    cm = yaml.safe_load(CONFIGMAP.read_text())
+    assert {k: v for k, v in cm["data"].items()} == {p.name: p.read_text() for p in first}
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))
