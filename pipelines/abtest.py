@@ -31,13 +31,16 @@ def _window(timeline: dict[str, Any]) -> tuple[float, float, dict[str, float]] |
     return best
 
 
-def _read(r: Any, key: str) -> list[dict[str, str]]:
+def _read(r: Any, key: str, *, raw: bool = False) -> list:
     out, start = [], "-"
     while True:
-        chunk = r.xrange(key, min=start, max="+", count=5000)
+        chunk = r.xrange(key, min=start, max="+", count=500)
         if not chunk:
             return out
-        out.extend({k.decode(): v.decode() for k, v in fields.items()} for _, fields in chunk)
+        if raw:
+            out.extend(chunk)
+        else:
+            out.extend({k.decode(): v.decode() for k, v in fields.items()} for _, fields in chunk)
         last = chunk[-1][0].decode()
         ms, seq = last.split("-")
         start = f"{ms}-{int(seq) + 1}"
@@ -47,15 +50,15 @@ def collect(redis_url: str, prefix: str, experiment: str, timeline: dict[str, An
     import pandas as pd
     import redis
     r = redis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
-    preds = [p for p in _read(r, f"{prefix}predictions") if p.get("exp") == experiment]
+    from gateway.predlog import read_predictions
+    preds = [p for p in read_predictions(_read(r, f"{prefix}predictions", raw=True)) if p["exp"] == experiment]
     outs = _read(r, f"{prefix}outcomes")
     r.close()
     win = _window(timeline)
     if not preds:
         raise RuntimeError(f"no predictions of experiment {experiment!r} in {prefix}predictions")
     frame = pd.DataFrame(preds)
-    frame["ts"] = frame["ts"].astype(float)
-    frame["ms"] = frame["ms"].astype(float)
+    frame["cls"] = frame["cls"].map(lambda c: ",".join(map(str, c)))
     weights: dict[str, float]
     if win is not None:
         lo, hi, weights = win

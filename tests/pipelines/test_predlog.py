@@ -16,7 +16,7 @@ import redis
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from gateway.predlog import PredictionLog, parse_outcomes
+from gateway.predlog import PredictionLog, parse_outcomes, read_predictions
 from pipelines.cli import run_pipeline
 from runtime.stack import GatewayProcess
 from tests.conftest import gateway_env
@@ -81,8 +81,13 @@ async def test_a_full_buffer_drops_and_counts_and_redis_down_never_raises(redis_
         await asyncio.sleep(0.05)
     await log.stop()
     assert log.sent == 3000 and log.dropped == 0
+    # One entry per batch; MAXLEN ~ 100/500 entries: Redis trims by whole macro nodes (100
+    # entries), so the stream stays under ~100 entries, far below the 3000 sent (6+ entries).
     n = await r.xlen(f"{prefix}predictions")
-    assert 100 <= n <= 100 + 500, n      # MAXLEN ~ 100: trimmed by whole macro nodes, bounded
+    rows = read_predictions(await r.xrange(f"{prefix}predictions"))
+    assert 1 <= n <= 101 and len(rows) == sum(int(f[b"n"]) for _, f in await r.xrange(f"{prefix}predictions"))
+    assert rows[-1] == {"rid": "r1", "unit": "u1", "exp": "e", "var": "a", "ver": "1", "ts": rows[-1]["ts"],
+                        "ms": 1.0, "cls": [0]}
     await r.aclose()
 
 
@@ -129,16 +134,16 @@ def test_predictions_and_outcomes_reach_redis_and_the_ab_report(gw: GatewayProce
 
     sync = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + 10
-    while sync.xlen(f"{prefix}predictions") < 200 and time.monotonic() < deadline:
+    while len(read_predictions(sync.xrange(f"{prefix}predictions"))) < 200 and time.monotonic() < deadline:
         time.sleep(0.1)
-    rows = [{k.decode(): v.decode() for k, v in f.items()} for _, f in sync.xrange(f"{prefix}predictions")]
+    rows = read_predictions(sync.xrange(f"{prefix}predictions"))
     assert len(rows) == 200 and sync.xlen(f"{prefix}outcomes") == 200
     by_rid = {row["rid"]: row for row in rows}
     assert set(by_rid) == set(answers)
     for rid, (_, cls) in answers.items():
         row = by_rid[rid]
         assert row["exp"] == "clf-demo" and row["var"] in ("a", "b") and row["ver"] in ("1", "2")
-        assert row["cls"] == str(cls) and row["unit"] == f"user-{rid.split('-')[1]}" and float(row["ms"]) > 0
+        assert row["cls"] == [cls] and row["unit"] == f"user-{rid.split('-')[1]}" and row["ms"] > 0
     sync.close()
 
     # The ab-report pipeline joins them: a 50/50 window over these requests.
