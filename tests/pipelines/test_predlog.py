@@ -21,6 +21,8 @@ from pipelines.cli import run_pipeline
 from runtime.stack import GatewayProcess
 from tests.conftest import gateway_env
 
+pytestmark = pytest.mark.timeout(600)
+
 
 class _Req:
     request_id, unit_id = "r1", "u1"

@@ -14,6 +14,8 @@ from features.repo.datagen import generate_frame
 from pipelines.cli import run_pipeline
 from pipelines.steps import ACCEPTED, EXPERIMENT
 
+pytestmark = pytest.mark.timeout(600)   # whole pipelines: minutes on a loaded 2-core VM
+
 
 def _digest(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
