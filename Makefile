@@ -5,12 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install triton-runtime model-repo demo serve test bench profile wrk clean rollout-demo overload
+.PHONY: install triton-runtime model-repo demo serve test bench profile wrk clean rollout-demo overload pipelines
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
-	$(BIN)/python -m pip install -q -e '.[features,bench,dev,registry,synthetic,deploy]'
+	$(BIN)/python -m pip install -q -e '.[features,bench,dev,registry,synthetic,deploy,pipelines]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -66,6 +66,13 @@ profile: triton-runtime wrk
 # A trained version registered, deployed at 10 %, ramped to 100 % under wrk (c=64), promoted.
 rollout-demo: triton-runtime wrk
 	$(BIN)/python -m registry.demo $(ARGS)
+
+# The five Kubeflow pipelines in order, locally (kfp.local) on the embedded defaults: a fresh work
+# dir .pipelines/run (Feast repo with a sqlite online store, sqlite MLflow), Redis, and a real
+# Triton + gateway for the rollout. `python -m pipelines --help` for one pipeline or the soak.
+pipelines: triton-runtime
+	rm -rf .pipelines/run
+	$(BIN)/python -m pipelines run all --workdir .pipelines/run $(ARGS)
 
 clean:
 	rm -rf $(VENV) .triton-venv .pytest_cache

@@ -64,6 +64,7 @@ class Components:
         self.v1 = V1Codec(self.models)
         self.v2: dict[str, V2Codec] = {}
         self.pipeline: Pipeline | None = None
+        self.predlog: Any | None = None   # gateway/predlog.PredictionLog (needs the gateway's own Redis)
         self._sampler: asyncio.Future | None = None  # --workers N: gauges sampled into shared files
         self.ready = False
 
@@ -106,6 +107,12 @@ class Components:
         self.routes.on_change(self.sync_targets)
         self.pipeline = Pipeline(self.routes, self.features, self.batchers, self.metrics, self.errors,
                                  self.unexpected, joins=self.joins, defaults=self.defaults)
+        if self.redis is not None and cfg.prediction_log_maxlen > 0:
+            from gateway.predlog import PredictionLog
+            self.predlog = self.pipeline.predlog = PredictionLog(
+                self.redis, cfg.redis_key_prefix, self.registry, maxlen=cfg.prediction_log_maxlen,
+                buffer=cfg.prediction_log_buffer)
+            self.predlog.start()
         if multiprocess():
             self._sampler = asyncio.ensure_future(self.metrics.sample_forever())
         self.ready = True
@@ -338,6 +345,8 @@ class Components:
         await asyncio.gather(*(b.drain(timeout) for b in [*self.batchers.values(), *self.draining.values()]))
         if self.pipeline is not None:
             await self.pipeline.drain_shadows(1.0)
+        if self.predlog is not None:
+            await self.predlog.stop()
         if self.routes is not None:
             await self.routes.stop()
         if self.features is not None and self._own_features:

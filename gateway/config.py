@@ -93,6 +93,11 @@ class GatewayConfig:
     admission_sheddable_fraction: float = 0.5
     default_priority: str = "critical"
     model_priorities: Mapping[str, str] = field(default_factory=dict)   # model -> critical|sheddable
+    # Prediction log (gateway/predlog.py): each answered prediction to the Redis stream
+    # `<redis_key_prefix>predictions`, outcomes (POST /v1/outcomes) to `<prefix>outcomes`,
+    # both capped at about `prediction_log_maxlen` entries; 0 turns both off.
+    prediction_log_maxlen: int = 100_000
+    prediction_log_buffer: int = 10_000   # records waiting in memory; more are dropped and counted
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "GatewayConfig":
@@ -113,7 +118,7 @@ class GatewayConfig:
         if self.feature_on_unavailable not in ("raise", "default"):
             raise ValueError("feature_on_unavailable must be raise or default")
         for name in ("max_body_bytes", "default_timeout_ms", "feature_timeout_ms", "feature_trip_after", "max_timeout_ms", "max_batch_rows",
-                     "max_queue_rows", "max_in_flight_batches", "max_in_flight_requests"):
+                     "max_queue_rows", "max_in_flight_batches", "max_in_flight_requests", "prediction_log_buffer"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if not self.triton_urls:

@@ -164,6 +164,13 @@ _SCHEMAS: dict[str, Any] = {
                       "description": "the experiment that routes it, `default` (its latest version, for a model "
                                      "no experiment names), or null (only an experiment's target)"}}},
     },
+    "Outcome": {"type": "object", "additionalProperties": False,
+                "description": "request_id or unit_id (or both), and exactly one of label and value",
+                "properties": {"request_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                               "unit_id": {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 256},
+                                                     {"type": "integer"}]},
+                               "label": {"type": "integer"}, "value": {"type": "number"},
+                               "experiment": {"type": "string", "minLength": 1, "maxLength": 256}}},
     "Live": {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}},
     "Ready": {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}},
     "ModelReady": {"type": "object", "required": ["name", "ready"],
@@ -356,6 +363,19 @@ def _paths() -> dict[str, Any]:
                 "headers": {"inference-header-content-length": {
                     "description": "present on a binary answer", "schema": {"type": "integer"}}}},
                 **_errors(*_INFER_ERRORS)},
+        }},
+        "/v1/outcomes": {"post": {
+            "operationId": "postOutcomes", "tags": ["inference"],
+            "summary": "Report outcomes of earlier predictions (joined with the prediction log by pipelines' ab-report)",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"oneOf": [{"$ref": "#/components/schemas/Outcome"}, {
+                    "type": "object", "required": ["outcomes"], "additionalProperties": False,
+                    "properties": {"outcomes": {"type": "array", "minItems": 1, "maxItems": 1000,
+                                                "items": {"$ref": "#/components/schemas/Outcome"}}}}]},
+                "example": {"outcomes": [{"request_id": "r1", "value": 1.0}, {"unit_id": "user-42", "label": 2}]}}}},
+            "responses": {"202": _json_response("stored in the outcomes stream", {
+                "type": "object", "required": ["accepted"], "properties": {"accepted": {"type": "integer"}}}),
+                **_errors(400, 405, 413, 415, 503)},
         }},
         "/v2/health/live": {"get": {
             "operationId": "serverLive", "tags": ["health"],

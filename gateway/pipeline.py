@@ -36,6 +36,7 @@ class RouterSource(Protocol):
 class Pipeline:
     # Set by the gateway's admission: a shadow call is sheddable traffic (gateway/admission.py).
     shadow_allowed: Callable[[], bool] = staticmethod(lambda: True)
+    predlog: Any = None   # gateway/predlog.PredictionLog, set by Components when the log is on
 
     def __init__(self, routes: RouterSource, features: Any | None, batchers: dict[Any, MicroBatcher],
                  metrics: GatewayMetrics, errors: ErrorMap, unexpected: UnexpectedErrors,
@@ -94,6 +95,8 @@ class Pipeline:
             vm.latency.observe(t_end - t0)
             if a.outcome is not None:  # the guardrails' per-variant counts
                 a.outcome.ok(t_end - t0)
+            if self.predlog is not None:   # a bounded in-memory append; Redis is written off the hot path
+                self.predlog.record(req, a, out, t_end - t0)
             if a.shadow is not None:
                 self._start_shadow(a, inputs, out, deadline)
             timings = None

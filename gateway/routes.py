@@ -98,6 +98,31 @@ def make_routes(gw: "Gateway") -> list[BaseRoute]:
                    "tags": doc["tags"] + [{"name": t} for x in gw.extensions for t in x.openapi_tags]}
         return _json(doc)
 
+    async def outcomes(request: Request) -> Response:
+        """Outcomes for the prediction log (gateway/predlog.py): 202 once Redis has them."""
+        from gateway.predlog import parse_outcomes
+        if c.predlog is None:
+            raise E.Unavailable("the prediction log is off on this gateway (or it is starting)")
+        if "json" not in request.headers.get("content-type", "application/json"):
+            raise E.UnsupportedMediaType("content-type: outcomes are JSON")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > gw.config.max_body_bytes:
+                raise E.PayloadTooLarge(f"body: over {gw.config.max_body_bytes} bytes")
+        try:
+            items = parse_outcomes(orjson.loads(body))
+        except orjson.JSONDecodeError as exc:
+            raise E.InvalidJSON(f"body is not valid JSON: {exc}") from None
+        except ValueError as exc:
+            field, _, what = str(exc).partition(": ")
+            raise E.InvalidField(field, what) from None
+        try:
+            await c.predlog.add_outcomes(items)
+        except Exception as exc:  # noqa: BLE001 - Redis down or slow: the caller retries
+            return response("store_unavailable", f"outcomes not stored: Redis: {exc}")
+        return _json({"accepted": len(items)}, 202)
+
     async def metrics(request: Request) -> Response:
         return Response(exposition(c.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -109,6 +134,7 @@ def make_routes(gw: "Gateway") -> list[BaseRoute]:
         Route("/v2/models/{model}/ready", model_ready, methods=["GET"]),
         Route("/v2/repository/index", repository_index, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/outcomes", outcomes, methods=["POST"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
     if gw.config.admin_port is None:

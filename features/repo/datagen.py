@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["FEATURE_NAMES", "generate_frame", "write_parquet", "materialize_window"]
+__all__ = ["FEATURE_NAMES", "SEGMENTS", "generate_frame", "segment_label", "write_parquet", "materialize_window"]
 
 FEATURE_NAMES: tuple[str, ...] = (
     "account_age_days", "sessions_7d", "sessions_30d", "avg_session_minutes",
@@ -64,6 +64,23 @@ def generate_frame(n: int, seed: int = 7, *, first_id: int = 1, anchor: datetime
     frame["event_timestamp"] = ts
     frame["created"] = ts
     return frame
+
+
+SEGMENTS = ("churn_risk", "high_spender", "engaged", "other")
+
+
+def segment_label(frame: pd.DataFrame) -> np.ndarray:
+    """The demo's label, a customer segment that depends only on the features (int 0..3, see
+    ``SEGMENTS``): churn risk in the top quarter, else spend in the top quarter, else more
+    sessions than the median, else other. Thresholds are the frame's own quantiles."""
+    churn = frame["churn_risk"].to_numpy()
+    spend = frame["spend_30d"].to_numpy()
+    sessions = frame["sessions_7d"].to_numpy()
+    y = np.full(len(frame), 3)
+    y[sessions > np.nanmedian(sessions)] = 2
+    y[spend > np.nanquantile(spend, 0.75)] = 1
+    y[churn > np.nanquantile(churn, 0.75)] = 0
+    return y
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
