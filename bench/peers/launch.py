@@ -73,6 +73,8 @@ def ensure_venv(spec: PeerSpec, log_path: Path | None = None, quiet: bool = True
         return python
     print(f"[peers] building {spec.venv} ({' '.join(spec.requirements)}; a few minutes, once)",
           file=sys.stderr, flush=True)
+    if log_path:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
     out = open(log_path, "ab") if log_path else (subprocess.DEVNULL if quiet else None)
     try:
         base = getattr(sys, "_base_executable", sys.executable)
