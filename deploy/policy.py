@@ -112,7 +112,7 @@ def _secret(obj: Obj) -> Iterator[str]:
 
 
 def drain_budget_s(objects: list[Obj], default_shutdown_s: float) -> float:
-    """Seconds the gateway may need after SIGTERM: uvicorn's graceful wait, then the batchers'
+    """Seconds the gateway may need after SIGTERM: the HTTP front's graceful wait, then the batchers'
     drain, each up to INFERGATE_SHUTDOWN_TIMEOUT_S (gateway/server.py, gateway/components.py)."""
     for obj in objects:
         if obj.get("kind") == "ConfigMap" and "INFERGATE_SHUTDOWN_TIMEOUT_S" in (obj.get("data") or {}):

@@ -1,4 +1,4 @@
-"""`python -m gateway`: serve the gateway with uvicorn (uvloop + httptools, no access log)."""
+"""`python -m gateway`: serve the gateway on granian's RSGI front (uvloop, no access log)."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 from httpcommon.errors import RETRY_AFTER_S, render
 
 if TYPE_CHECKING:
-    from gateway.asgi import Send
+    from gateway.asgi import Reply
     from gateway.config import GatewayConfig
     from gateway.metrics import GatewayMetrics
 
@@ -195,7 +195,7 @@ def model_priorities(spec: Mapping[str, str]) -> dict[str, int]:
 
 class Admission:
     """The limiter wired to the gateway: priorities from headers and config, metrics bound
-    once, and the refusals' bytes rendered once (a shed request costs two `send` calls)."""
+    once, and the refusals' bytes rendered once (a shed request costs one pre-built reply)."""
 
     __slots__ = ("limiter", "default_priority", "by_model", "penalty_s", "retry_after_s", "_admitted", "_shed",
                  "_bad_priority", "_penalised", "_overloaded", "_rejected", "_recent", "_older", "_rotate_at")
@@ -227,9 +227,7 @@ class Admission:
         m.track(m.admission_floor, lambda: 0.0 if math.isinf(limiter.floor_s) else limiter.floor_s)
         m.track(m.admission_estimate, lambda: limiter.estimate_s)
         status, body, extra = render("overloaded", "over the gateway's concurrency limit: retry later")
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
-        self._overloaded = ({"type": "http.response.start", "status": status, "headers": headers},
-                            {"type": "http.response.body", "body": body})
+        self._overloaded = (status, body, b"application/json", extra)
 
     def __repr__(self) -> str:
         return f"<Admission {self.limiter!r}>"
@@ -251,16 +249,14 @@ class Admission:
             self._admitted[priority].inc()
         return r
 
-    async def refuse(self, send: "Send", reason: int, timeout_s: float, client: object = None) -> None:
-        """Answer a refused request without reading its body."""
+    async def refuse(self, reason: int, timeout_s: float, client: object = None) -> "Reply":
+        """The answer to a refused request, whose body is never read (a reply tuple of
+        `gateway.asgi`: status, body, content type, extra headers; the front sends it)."""
         if reason == LIMIT:
             if client is not None and self.penalty_s > 0 and self._ignored_retry_after(client):
                 self._penalised.inc()
                 await asyncio.sleep(self.penalty_s)
-            start, body = self._overloaded
-            await send(start)
-            await send(body)
-            return
+            return self._overloaded
         lim = self.limiter
         ms = timeout_s * 1e3
         if reason == DEADLINE_FLOOR:
@@ -269,9 +265,7 @@ class Admission:
             why = (f"x-request-timeout-ms: {ms:g} ms cannot be met: an admitted request takes "
                    f"{lim.estimate_s * 1e3:.2f} ms now")
         status, body, extra = render("deadline_exceeded", why)
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]})
-        await send({"type": "http.response.body", "body": body})
+        return status, body, b"application/json", extra
 
     def _ignored_retry_after(self, client: object) -> bool:
         """Record this refusal; True when the same connection was refused less than one

@@ -12,14 +12,15 @@ import contextlib
 import gc
 import logging
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from gateway import admission as A
 from gateway import errors as E
-from gateway.asgi import OCTETS, ClientGone, Headers, Receive, Scope, Send, read_body, send_bytes, send_error
+from gateway.asgi import (JSON, OCTETS, ClientGone, Headers, Receive, Reply, Scope, Send, error_reply, read_body,
+                          send_reply)
 from gateway.codec_v2 import decompress
 from gateway.components import Components
 from gateway.config import GatewayConfig
@@ -32,6 +33,21 @@ from httpcommon.auth import match_token
 log = logging.getLogger("infergate")
 _V2_PREFIX, _V2_SUFFIX = "/v2/models/", "/infer"
 _ALLOW_POST = [(b"allow", b"POST")]
+
+
+def hot_route(path: str) -> tuple[bool, str | None]:
+    """(is an inference route, the model of a v2 route): `/v1/infer` or `/v2/models/M/infer`."""
+    if path == "/v1/infer":
+        return True, None
+    if path.startswith(_V2_PREFIX) and path.endswith(_V2_SUFFIX):
+        model = path[len(_V2_PREFIX):-len(_V2_SUFFIX)]
+        if model and "/" not in model:
+            return True, model
+    return False, None
+
+
+def method_not_allowed(path: str) -> Reply:
+    return error_reply(E.MethodNotAllowed(f"{path} takes POST"), _ALLOW_POST)
 
 
 class Gateway:
@@ -96,47 +112,50 @@ class Gateway:
             await self.components.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI side (in-process clients, e.g. httpx's ASGI transport in tests); the
+        served front is `gateway.rsgi`, which calls `handle_infer` the same way."""
         if scope["type"] == "http":
             path = scope["path"]
-            model: str | None = None
-            if path == "/v1/infer":
-                hot = True
-            elif path.startswith(_V2_PREFIX) and path.endswith(_V2_SUFFIX):
-                model = path[len(_V2_PREFIX):-len(_V2_SUFFIX)]
-                hot = bool(model) and "/" not in model
-            else:
-                hot = False
+            hot, model = hot_route(path)
             if hot:
                 if scope["method"] == "POST":
-                    return await self._infer(scope, receive, send, model)
-                return await send_error(send, E.MethodNotAllowed(f"{path} takes POST"), _ALLOW_POST)
+                    h = Headers(scope["headers"])
+                    reply = await self.handle_infer(
+                        h, lambda: read_body(receive, self._limit, h.content_length), scope.get("client"), model)
+                    if reply is not None:
+                        await send_reply(send, reply)
+                    return
+                return await send_reply(send, method_not_allowed(path))
         try:
             await self.app(scope, receive, send)
         except Exception as exc:
             if not self.components.unexpected.reported(exc):
                 raise
 
-    async def _infer(self, scope: Scope, receive: Receive, send: Send, v2_model: str | None) -> None:
+    async def handle_infer(self, h: Headers, read: Callable[[], Awaitable[bytes]], client: object,
+                           v2_model: str | None) -> Reply | None:
+        """One inference request, whatever the front: admission, then the body (through
+        `read`, which raises `ClientGone` or `PayloadTooLarge`), parse, pipeline, render.
+        Returns the reply to send, or None when the client has gone."""
         t0 = time.perf_counter()
         c = self.components
         if not c.ready:
             c.metrics.rejected_by_code["unavailable"].inc()
-            return await send_error(send, E.Unavailable("gateway not ready"))
-        # Admission, before the body is read: a refusal costs two sends of pre-rendered bytes.
-        h = Headers(scope["headers"])
+            return error_reply(E.Unavailable("gateway not ready"))
+        # Admission, before the body is read: a refusal is a pre-built reply.
         try:
             timeout = self._timeout(h)
         except E.GatewayError as err:
             c.metrics.rejected_by_code[err.code].inc()
-            return await send_error(send, err)
+            return error_reply(err)
         adm = self.admission
         refused = adm.admit(adm.priority(h.priority, v2_model), timeout)
         if refused:
-            return await adm.refuse(send, refused, timeout, scope.get("client"))
+            return await adm.refuse(refused, timeout, client)
         ok = False
         try:
             deadline = t0 + timeout
-            body = await read_body(receive, self._limit, h.content_length)
+            body = await read()
             if v2_model is None:
                 req = self._parse_v1(h, body)
                 if h.priority is None and adm.by_model and adm.recheck_model(req.model):
@@ -149,23 +168,20 @@ class Gateway:
             res = await c.pipeline.infer(req, deadline)
             ok = True
             if v2_model is None:
-                await send_bytes(send, 200, c.v1.render(req, res))
-            else:
-                out, header_len = c.v2[v2_model].render(req, res)
-                if header_len is None:
-                    await send_bytes(send, 200, out)
-                else:
-                    await send_bytes(send, 200, out, OCTETS,
-                                     [(b"inference-header-content-length", str(header_len).encode())])
+                return 200, c.v1.render(req, res), JSON, None
+            out, header_len = c.v2[v2_model].render(req, res)
+            if header_len is None:
+                return 200, out, JSON, None
+            return 200, out, OCTETS, [(b"inference-header-content-length", str(header_len).encode())]
         except E.GatewayError as err:
             if err.status < 500 and not isinstance(err, E.Overloaded):
                 c.metrics.rejected_by_code[err.code].inc()
-            await send_error(send, err)
+            return error_reply(err)
         except ClientGone:
-            pass
+            return None
         except Exception as exc:  # a bug outside the pipeline (a codec, say): logged once, chained
-            c.unexpected.report(exc, scope["path"], v2_model)
-            await send_error(send, E.Internal(exc))
+            c.unexpected.report(exc, "/v1/infer" if v2_model is None else f"/v2/models/{v2_model}/infer", v2_model)
+            return error_reply(E.Internal(exc))
         finally:
             self._limiter.done(t0, ok)
 
@@ -209,7 +225,7 @@ class Gateway:
 
 
 def _logged_once(app: Starlette, c: Components) -> Any:
-    """Starlette re-raises what its 500 handler answered (uvicorn would log it a second time):
+    """Starlette re-raises what its 500 handler answered (the server would log it a second time):
     swallow it when our handler has logged it."""
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         try:

@@ -25,81 +25,148 @@ import tempfile
 import time
 from typing import Any, Callable
 
-import uvicorn
 import uvloop
 
 from gateway.app import Gateway
+from gateway.rsgi import RSGIFront
 from gateway.config import METRICS_DIR_ENV, PROMETHEUS_DIR_ENVS, GatewayConfig
 
 log = logging.getLogger("infergate.server")
 
 _RESTART_EVERY_S = 1.0  # at most one replacement a second
+# granian's Rust I/O threads per process (GATEWAY_HTTP_THREADS).
+_HTTP_THREADS = max(1, int(os.environ.get("GATEWAY_HTTP_THREADS", "1")))
 
 
 def serve(config: GatewayConfig, log_level: str = "warning", sock: socket.socket | None = None,
           admin_sock: socket.socket | None = None, on_ready: Callable[[], None] | None = None) -> None:
-    """Run the gateway until SIGINT/SIGTERM: uvicorn stops accepting, in-flight requests are
-    answered, then the lifespan stops the gRPC front (its calls in flight answered), drains
-    every batcher and closes the connections. ``on_ready`` is called once the gateway has
-    started and listens (the gRPC front, when configured, listens before the HTTP port)."""
+    """Run the gateway until SIGINT/SIGTERM, on granian's RSGI front (`gateway.rsgi`).
+
+    Start-up: the admin listener first (it answers 503 until the components are up), then the
+    components (the lifespan), then the gRPC front, then the HTTP port; ``on_ready`` is called
+    once it listens. A signal stops both listeners from accepting, the requests in flight are
+    answered (within ``shutdown_timeout_s``), then the gRPC front stops and every batcher
+    drains. ``sock``/``admin_sock`` (workers): already bound with SO_REUSEPORT by
+    `reuseport_socket`; granian binds its own listener on the same port the same way, so they
+    are closed just before it does (they only kept the port from another program)."""
     gw = Gateway(config)
     if config.grpc_port is not None:
         from gateway.grpc_front import GRPCFront
         # Workers (given a SO_REUSEPORT socket) share the gRPC port the same way.
         gw.grpc = GRPCFront(gw, config.host, config.grpc_port, reuse_port=sock is not None)
-    common = dict(loop="uvloop", http="httptools", access_log=False, log_level=log_level,
-                  server_header=False, proxy_headers=False, timeout_graceful_shutdown=config.shutdown_timeout_s)
-    server = uvicorn.Server(uvicorn.Config(gw, host=config.host, port=config.port, lifespan="on",
-                                           backlog=4096, **common))
+    if sock is None:
+        _check_free(config.host, config.port)
+        if config.admin_port is not None:
+            _check_free(config.host, config.admin_port)
+    front = RSGIFront(gw, gw, config.max_body_bytes, gw.components.unexpected)
+    main = _granian(front, config.host, config.port, log_level)
     admin = None
     if gw.admin_app is not None:
-        admin = uvicorn.Server(uvicorn.Config(gw.admin_app, host=config.host, port=config.admin_port,
-                                              lifespan="off", **common))
-        # Only the main server takes SIGINT/SIGTERM; the admin listener ends with the process.
-        admin.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-
-    async def started(srv: uvicorn.Server, task: asyncio.Future) -> bool:
-        while not srv.started and not task.done():
-            await asyncio.sleep(0.02)
-        return srv.started
-
-    # uvicorn re-raises the signal it stopped on once it has shut down, which would end the
-    # process with -SIGTERM (or a KeyboardInterrupt) after a clean drain. Re-raised into this
-    # handler it is a no-op, so a signal-initiated clean stop exits 0; before uvicorn takes the
-    # signals (while the admin listener starts) the handler still asks the server to stop.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, server.handle_exit)
+        admin = _granian(RSGIFront(gw.admin_app, None, config.max_body_bytes, gw.components.unexpected),
+                         config.host, config.admin_port, log_level)
+    stop = {"signal": None}
 
     async def run() -> None:
-        admin_task = None
-        if admin is not None:
-            # The admin listener first, so that "main port ready" implies "admin port listening";
-            # until the components are up it answers 503 (see routes.admin_routes).
-            admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_sock] if admin_sock else None))
-            if not await started(admin, admin_task):  # could not listen: uvicorn said why
-                raise SystemExit(1)
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if stop["signal"] is None:
+                stop["signal"] = sig
+                log.info("%s: stopping", sig.name)
+            stopping.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        tasks: list[asyncio.Task] = []
         try:
-            main_task = asyncio.ensure_future(server.serve(sockets=[sock] if sock is not None else None))
-            if await started(server, main_task) and on_ready is not None:
-                on_ready()
-            await main_task
+            if admin is not None:
+                if admin_sock is not None:
+                    admin_sock.close()
+                tasks.append(await _start(admin, config.admin_port, stopping))
+                if stopping.is_set():
+                    return
+            async with gw._lifespan(gw.app):   # noqa: SLF001 - the Starlette lifespan, run by us
+                if sock is not None:
+                    sock.close()
+                tasks.append(await _start(main, config.port, stopping))
+                if stopping.is_set():
+                    return
+                if on_ready is not None:
+                    on_ready()
+                await stopping.wait()
+                for server in (main, admin):
+                    if server is not None:
+                        server.stop()
+                # The requests in flight are answered before the batchers drain.
+                deadline = loop.time() + config.shutdown_timeout_s
+                while gw.admission.limiter.in_flight > 0 and loop.time() < deadline:
+                    await asyncio.sleep(0.01)
+                await asyncio.wait(tasks, timeout=max(0.1, deadline - loop.time()))
         finally:
-            if admin is not None and admin_task is not None:
-                admin.should_exit = True
-                await admin_task
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            for server in (main, admin):
+                if server is not None:
+                    server.stop()
+            if tasks:
+                await asyncio.wait(tasks, timeout=1.0)
 
     uvloop.run(run())
-    if server._captured_signals:   # noqa: SLF001 - uvicorn keeps the signals it stopped on here
-        log.info("gateway stopped cleanly on %s", signal.Signals(server._captured_signals[0]).name)
+    if stop["signal"] is not None:
+        log.info("gateway stopped cleanly on %s", stop["signal"].name)
+
+
+def _granian(app: RSGIFront, host: str, port: int, log_level: str) -> Any:
+    from granian.constants import HTTPModes, Interfaces
+    from granian.server.embed import Server
+
+    # HTTP/1.1 only (as before), one Rust I/O thread: on 2 cores a second one only competes
+    # with the Python thread and Triton. Granian's own log stays quiet below warnings.
+    return Server(app, address=host, port=port, interface=Interfaces.RSGI, http=HTTPModes.http1,
+                  websockets=False, backlog=4096, runtime_threads=_HTTP_THREADS,
+                  log_enabled=log_level.lower() in ("debug", "info"), log_access=False)
+
+
+async def _start(server: Any, port: int, stopping: asyncio.Event) -> asyncio.Task:
+    """Start a granian server as a task; return once it listens. A port it cannot take
+    ends the process with status 1 and the reason."""
+    listening = asyncio.Event()
+    server.on_startup(listening.set)
+    task = asyncio.ensure_future(server.serve())
+    waiter = asyncio.ensure_future(listening.wait())
+    await asyncio.wait([task, waiter, asyncio.ensure_future(stopping.wait())],
+                       return_when=asyncio.FIRST_COMPLETED)
+    if task.done() and not listening.is_set():
+        exc = task.exception()
+        log.error("cannot listen on port %d: %s", port, exc)
+        raise SystemExit(1)
+    waiter.cancel()
+    return task
+
+
+def _check_free(host: str, port: int) -> None:
+    """Fail at once when another program holds the port (granian binds with SO_REUSEPORT,
+    which would share it silently with another SO_REUSEPORT listener)."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+        raise SystemExit(1) from exc
+    finally:
+        s.close()
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
     """A bound socket with SO_REUSEPORT: the kernel spreads connections across workers
-    (uvicorn's --workers shares one socket and one worker took every connection here).
+    (a shared listening socket sent every connection to one worker here).
 
-    Not listening yet: uvicorn listens on it once the worker's start-up is done. The kernel
+    Not listening: it holds the port while the worker starts, and is closed just before
+    granian binds its own SO_REUSEPORT listener once the worker's start-up is done. The kernel
     spreads connections over the *listening* sockets only, so a worker still starting (or a
-    replacement) takes none; listening here made it take its share and hold them, unanswered,
+    replacement) takes none; listening early made it take its share and hold them, unanswered,
     for the whole start-up (found by tests/gateway/test_lifecycle.py with --workers 2)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -120,6 +187,9 @@ def run_workers(config: GatewayConfig, workers: int, log_level: str = "warning")
     """Supervise ``workers`` gateway processes until a signal; returns the exit status."""
     from prometheus_client import multiprocess
 
+    _check_free(config.host, config.port)
+    if config.admin_port is not None:
+        _check_free(config.host, config.admin_port)
     metrics_dir = tempfile.mkdtemp(prefix="infergate-metrics-")
     for var in (METRICS_DIR_ENV, PROMETHEUS_DIR_ENVS[0]):  # inherited by the spawned workers
         os.environ[var] = metrics_dir
@@ -141,7 +211,7 @@ def run_workers(config: GatewayConfig, workers: int, log_level: str = "warning")
         stopping = True
         for proc, _ in procs.values():
             if proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM)  # graceful in uvicorn, whatever the parent got
+                os.kill(proc.pid, signal.SIGTERM)  # graceful in the worker, whatever the parent got
 
     old = {s: signal.signal(s, stop_all) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
