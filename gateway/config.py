@@ -33,6 +33,9 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     triton_urls: tuple[str, ...] = ("127.0.0.1:8001",)
+    # granian's Rust I/O threads per process (HTTP parsing and socket writes, beside the
+    # Python thread); 1 on 2 cores, where a second only competes with Python and Triton.
+    http_threads: int = 1
     # Request limits
     max_body_bytes: int = 1 << 20
     default_timeout_ms: int = 1000
@@ -118,7 +121,7 @@ class GatewayConfig:
         if self.feature_on_unavailable not in ("raise", "default"):
             raise ValueError("feature_on_unavailable must be raise or default")
         for name in ("max_body_bytes", "default_timeout_ms", "feature_timeout_ms", "feature_trip_after", "max_timeout_ms", "max_batch_rows",
-                     "max_queue_rows", "max_in_flight_batches", "max_in_flight_requests", "prediction_log_buffer"):
+                     "max_queue_rows", "max_in_flight_batches", "max_in_flight_requests", "prediction_log_buffer", "http_threads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if not self.triton_urls:

@@ -34,8 +34,6 @@ from gateway.config import METRICS_DIR_ENV, PROMETHEUS_DIR_ENVS, GatewayConfig
 log = logging.getLogger("infergate.server")
 
 _RESTART_EVERY_S = 1.0  # at most one replacement a second
-# granian's Rust I/O threads per process (GATEWAY_HTTP_THREADS).
-_HTTP_THREADS = max(1, int(os.environ.get("GATEWAY_HTTP_THREADS", "1")))
 
 
 def serve(config: GatewayConfig, log_level: str = "warning", sock: socket.socket | None = None,
@@ -59,11 +57,11 @@ def serve(config: GatewayConfig, log_level: str = "warning", sock: socket.socket
         if config.admin_port is not None:
             _check_free(config.host, config.admin_port)
     front = RSGIFront(gw, gw, config.max_body_bytes, gw.components.unexpected)
-    main = _granian(front, config.host, config.port, log_level)
+    main = _granian(front, config.host, config.port, log_level, config.http_threads)
     admin = None
     if gw.admin_app is not None:
         admin = _granian(RSGIFront(gw.admin_app, None, config.max_body_bytes, gw.components.unexpected),
-                         config.host, config.admin_port, log_level)
+                         config.host, config.admin_port, log_level, 1)
     stop = {"signal": None}
 
     async def run() -> None:
@@ -117,14 +115,14 @@ def serve(config: GatewayConfig, log_level: str = "warning", sock: socket.socket
         log.info("gateway stopped cleanly on %s", stop["signal"].name)
 
 
-def _granian(app: RSGIFront, host: str, port: int, log_level: str) -> Any:
+def _granian(app: RSGIFront, host: str, port: int, log_level: str, threads: int) -> Any:
     from granian.constants import HTTPModes, Interfaces
     from granian.server.embed import Server
 
-    # HTTP/1.1 only (as before), one Rust I/O thread: on 2 cores a second one only competes
-    # with the Python thread and Triton. Granian's own log stays quiet below warnings.
+    # HTTP/1.1 only (as before); `threads` Rust I/O threads (config.http_threads). Granian's
+    # own log stays quiet below info.
     return Server(app, address=host, port=port, interface=Interfaces.RSGI, http=HTTPModes.http1,
-                  websockets=False, backlog=4096, runtime_threads=_HTTP_THREADS,
+                  websockets=False, backlog=4096, runtime_threads=threads,
                   log_enabled=log_level.lower() in ("debug", "info"), log_access=False)
 
 
