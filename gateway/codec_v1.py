@@ -81,7 +81,7 @@ class V1Codec:
                 # JSON has no NaN/Infinity, so in float32 range means finite after conversion.
                 if type(x) not in _NUMBER or not -_F32_MAX <= x <= _F32_MAX:
                     raise InvalidField("inputs", "must contain only numbers within float32 range")
-            return {name: np.array(inputs, dtype=np.float32).reshape(1, len(inputs))}
+            return {name: np.array([inputs], dtype=np.float32)}  # one row: [1, len(inputs)]
         arr = from_json(f"inputs {name!r}", datatype, inputs, (1, len(inputs)))
         if datatype in FLOATS and not np.isfinite(arr).all():
             raise InvalidField("inputs", "values must be finite")
@@ -121,7 +121,9 @@ class V1Codec:
 
     def render(self, req: InferRequest, res: InferResult) -> bytes:
         pm = self.models[req.model]
-        if pm.spec.batchable:
+        if pm.numeric_batch_outputs:  # numeric arrays serialise as they are (OPT_SERIALIZE_NUMPY)
+            outputs = {name: arr[0] for name, arr in res.outputs.items()}
+        elif pm.spec.batchable:
             outputs = {name: to_nested_json(arr[0]) for name, arr in res.outputs.items()}
         else:
             outputs = {name: to_nested_json(arr) for name, arr in res.outputs.items()}

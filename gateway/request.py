@@ -28,6 +28,12 @@ class FeatureJoin:
         """A new dict (the caller's is not mutated) with the features joined to every row."""
         out = dict(inputs)
         fw = self.width
+        if self.mode == "concat":
+            rows = inputs[self.input]
+            if rows.shape[0] == 1:  # the common single-row request: one concatenation, no fills
+                out[self.input] = np.concatenate((values, rows[0]), dtype=self.dtype,
+                                                 casting="same_kind").reshape(1, fw + rows.shape[1])
+                return out
         if self.mode == "own":
             n = next(iter(inputs.values())).shape[0] if inputs else 1
             x = np.empty((n, fw), dtype=self.dtype)
@@ -54,6 +60,9 @@ class PublicModel:
     # The v1 single-vector form, decided here once: (input, datatype, width without an
     # entity, width with one), or None when the model takes named inputs only.
     vector: tuple[str, str, int, int | None] | None = field(init=False, compare=False)
+    # True when the model is batchable and no output is BYTES: the v1 answer is each output's
+    # row as it is (`to_nested_json` would return it unchanged).
+    numeric_batch_outputs: bool = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         spec, vector = self.spec, None
@@ -62,6 +71,8 @@ class PublicModel:
             with_entity = self.request_dims(t, True)
             vector = (t.name, t.datatype, t.dims[0], with_entity[0] if with_entity else None)
         object.__setattr__(self, "vector", vector)
+        object.__setattr__(self, "numeric_batch_outputs",
+                           spec.batchable and all(t.datatype != "BYTES" for t in spec.outputs))
 
     @property
     def joins_features(self) -> bool:
