@@ -133,10 +133,6 @@ class GatewayMetrics:
         """What the request path observes into instead of `child`."""
         return histogram_tally(child, self._folder, multiprocess())
 
-    def fold(self) -> None:
-        """Move what the tallies hold into the prometheus-client children (a scrape does it)."""
-        self._folder.fold()
-
     def variant(self, model: str, variant: str) -> VariantMetrics:
         """Bound children for a variant; made once per variant (variants appear on reload)."""
         key = (model, variant)
