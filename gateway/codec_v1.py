@@ -86,7 +86,7 @@ class V1Codec:
                 # JSON has no NaN/Infinity, so in float32 range means finite after conversion.
                 if type(x) not in _NUMBER or not -_F32_MAX <= x <= _F32_MAX:
                     raise InvalidField("inputs", "must contain only numbers within float32 range")
-            return {name: np.array([inputs], dtype=np.float32)}  # one row: [1, len(inputs)]
+            return {name: np.array(inputs, dtype=np.float32).reshape(1, len(inputs))}
         arr = from_json(f"inputs {name!r}", datatype, inputs, (1, len(inputs)))
         if datatype in FLOATS and not np.isfinite(arr).all():
             raise InvalidField("inputs", "values must be finite")

@@ -5,8 +5,7 @@ prediction so that outcomes reported later can be joined to the variant that ser
 (`pipelines/`' ab-report does the join). Off the hot path and never blocking it:
 
 * ``PredictionLog.record()`` (called once per answered request) appends a tuple to a bounded
-  in-process deque: no I/O, no formatting, no allocation beyond the tuple; the request's and
-  the assignment's fields are read at flush. A full buffer drops
+  in-process deque: no I/O, no formatting, no allocation beyond the tuple. A full buffer drops
   the record and counts it (``infergate_prediction_log_dropped_total``): a Redis outage or a
   slow Redis costs log records, never latency.
 * A background task takes up to ``batch`` records every ``interval_s`` and sends them as ONE
@@ -77,8 +76,8 @@ class PredictionLog:
             self.dropped += 1
             self._dropped_c.inc()
             return
-        # The request and assignment themselves: their fields are read at flush, off the hot path.
-        self._buf.append((req, a, out, time.time(), latency_s))
+        self._buf.append((req.request_id, req.unit_id, a.experiment, a.variant, a.target.version,
+                          time.time(), latency_s, out))
 
     # -- off the hot path -------------------------------------------------------------------
     def start(self) -> None:
@@ -118,7 +117,7 @@ class PredictionLog:
             return 0
         rows = []
         for _ in range(n):
-            req, a, out, ts, lat = self._buf.popleft()
+            rid, unit, exp, var, ver, ts, lat, out = self._buf.popleft()
             # The predicted class per row, from the model's first output when it is a numeric
             # [rows, classes] tensor; other models record none.
             arr = next(iter(out.values()), None) if isinstance(out, dict) else out
@@ -126,8 +125,7 @@ class PredictionLog:
                 cls = arr.argmax(axis=1).tolist()
             else:
                 cls = []
-            rows.append((req.request_id or "", req.unit_id, a.experiment, a.variant, a.target.version,
-                         round(ts, 6), round(lat * 1e3, 3), cls))
+            rows.append((rid or "", unit, exp, var, ver, round(ts, 6), round(lat * 1e3, 3), cls))
         try:
             await self._redis.xadd(self.key, {"n": n, "rows": orjson.dumps(rows)},
                                    maxlen=max(1, self.maxlen // self.batch), approximate=True)

@@ -28,12 +28,6 @@ class FeatureJoin:
         """A new dict (the caller's is not mutated) with the features joined to every row."""
         out = dict(inputs)
         fw = self.width
-        if self.mode == "concat":
-            rows = inputs[self.input]
-            if rows.shape[0] == 1:  # the common single-row request: one concatenation, no fills
-                out[self.input] = np.concatenate((values, rows[0]), dtype=self.dtype,
-                                                 casting="same_kind").reshape(1, fw + rows.shape[1])
-                return out
         if self.mode == "own":
             n = next(iter(inputs.values())).shape[0] if inputs else 1
             x = np.empty((n, fw), dtype=self.dtype)
