@@ -106,8 +106,12 @@ class RedisLayout:
 
         Fields of ``entity`` that are not join keys are ignored.
         """
+        packers = self.packers
+        if len(packers) == 1:  # one join key, the common layout: no list, no loop
+            return b"".join((self.key_prefix, packers[0](join_key_value(entity, self.join_keys[0])),
+                             self.key_suffix))
         parts = [self.key_prefix]
-        for name, pack in zip(self.join_keys, self.packers):
+        for name, pack in zip(self.join_keys, packers):
             parts.append(pack(join_key_value(entity, name)))
         parts.append(self.key_suffix)
         return b"".join(parts)

@@ -217,8 +217,9 @@ class Admission:
         self.default_priority = default_priority
         self.by_model = dict(by_model)
         m = metrics
-        self._admitted = [m.admission_admitted.labels(p) for p in PRIORITIES]
-        self._shed = {(r, p): m.admission_shed.labels(REASONS[r], PRIORITIES[p])
+        # Tallies (gateway/tally.py): a plain addition per request, folded in at scrape time.
+        self._admitted = [m.counter(m.admission_admitted.labels(p)) for p in PRIORITIES]
+        self._shed = {(r, p): m.counter(m.admission_shed.labels(REASONS[r], PRIORITIES[p]))
                       for r in (LIMIT, DEADLINE_FLOOR, DEADLINE_QUEUE) for p in (CRITICAL, SHEDDABLE)}
         self._bad_priority = m.admission_bad_priority
         self._penalised = m.admission_penalised

@@ -22,16 +22,21 @@ from gateway.tensors import FLOATS, check_shape, from_json, to_nested_json
 
 _NUMBER = (int, float)
 _F32_MAX = float(np.finfo(np.float32).max)
+# A render's constant parts: the features' flags when nothing was defaulted, and a bound on
+# the cached heads (one per model, experiment, variant and version served).
+_CLEAN_FEATURES = b',"features":{"missing_entity":false,"null_count":0,"defaulted":false}'
+_MAX_HEADS = 1024
 
 
 class V1Codec:
     """Parses and renders v1 bodies; `models` (public model -> contract) is filled at start-up
     and whenever the router starts serving a new model."""
 
-    __slots__ = ("models",)
+    __slots__ = ("models", "_heads")
 
     def __init__(self, models: dict[str, PublicModel]) -> None:
         self.models = models
+        self._heads: dict[tuple, bytes] = {}
 
     def parse(self, body: bytes) -> InferRequest:
         doc = load_object(body, "body")
@@ -120,17 +125,35 @@ class V1Codec:
         return out
 
     def render(self, req: InferRequest, res: InferResult) -> bytes:
+        """The answer's bytes: exactly `orjson.dumps` of the documented object, assembled from a
+        head cached per (model, experiment, variant, version), the outputs, and the features'
+        flags (pre-encoded when clean): only the outputs are serialised per request."""
         pm = self.models[req.model]
-        if pm.spec.batchable:
+        if pm.numeric_batch_outputs:  # numeric arrays serialise as they are (OPT_SERIALIZE_NUMPY)
+            outputs = {name: arr[0] for name, arr in res.outputs.items()}
+        elif pm.spec.batchable:
             outputs = {name: to_nested_json(arr[0]) for name, arr in res.outputs.items()}
         else:
             outputs = {name: to_nested_json(arr) for name, arr in res.outputs.items()}
-        doc = {"model": req.model, "experiment": res.experiment, "variant": res.variant,
-               "model_version": res.model_version, "outputs": outputs}
-        if res.features is not None:
-            f = res.features
-            doc["features"] = {"missing_entity": f.missing_entity, "null_count": f.null_count,
-                               "defaulted": f.defaulted}
+        key = (req.model, res.experiment, res.variant, res.model_version)
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) >= _MAX_HEADS:  # variants and versions come and go with reloads
+                self._heads.clear()
+            head = self._heads[key] = orjson.dumps(
+                {"model": key[0], "experiment": key[1], "variant": key[2], "model_version": key[3]}
+            )[:-1] + b',"outputs":'
+        parts = [head, orjson.dumps(outputs, option=orjson.OPT_SERIALIZE_NUMPY)]
+        f = res.features
+        if f is not None:
+            nulls = f.null_count
+            if f.missing_entity is False and f.defaulted is False and type(nulls) is int and nulls == 0:
+                parts.append(_CLEAN_FEATURES)
+            else:
+                parts.append(b',"features":' + orjson.dumps(
+                    {"missing_entity": f.missing_entity, "null_count": nulls, "defaulted": f.defaulted},
+                    option=orjson.OPT_SERIALIZE_NUMPY))
         if res.timings is not None:
-            doc["timings_ms"] = res.timings
-        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+            parts.append(b',"timings_ms":' + orjson.dumps(res.timings, option=orjson.OPT_SERIALIZE_NUMPY))
+        parts.append(b"}")
+        return b"".join(parts)

@@ -7,6 +7,12 @@ there and a scrape, whichever worker answers it, sums them. Our own variable dec
 prometheus-client's: Feast sets that one in ``os.environ`` when it is imported. Gauges say how
 they combine across workers (``multiprocess_mode``); gauges read from a function at scrape
 time in one process are sampled into their files every ``SAMPLE_EVERY_S`` instead.
+
+What the request path touches is a tally (``gateway/tally.py``), not the prometheus-client
+child itself: in one process a tally adds to plain Python numbers and the sums are folded into
+the children when the registry is collected (a scrape, ``get_sample_value``), so a scrape sees
+every request answered before it, and a request costs no lock. With ``--workers N`` a tally
+writes through to the child at once: another worker's scrape reads the files, not our memory.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.config import METRICS_DIR_ENV
+from gateway.tally import CounterTally, Folder, HistogramTally, counter_tally, histogram_tally
 from httpcommon.errors import DATA_PLANE
 
 # Latency buckets from 100 µs to 5 s: the interesting part of this gateway is sub-millisecond.
@@ -53,17 +60,21 @@ class VariantMetrics:
     __slots__ = ("requests", "latency", "features", "queue", "inference", "errors")
 
     def __init__(self, m: "GatewayMetrics", model: str, variant: str) -> None:
-        self.requests = m.requests.labels(model, variant)
-        self.latency = m.latency.labels(model, variant)
-        self.features = m.stage.labels(model, variant, "features")
-        self.queue = m.stage.labels(model, variant, "queue")
-        self.inference = m.stage.labels(model, variant, "inference")
-        self.errors = {code: m.errors.labels(model, variant, code) for code in ERROR_CODES}
+        self.requests: CounterTally = m.counter(m.requests.labels(model, variant))
+        self.latency: HistogramTally = m.histogram(m.latency.labels(model, variant))
+        self.features: HistogramTally = m.histogram(m.stage.labels(model, variant, "features"))
+        self.queue: HistogramTally = m.histogram(m.stage.labels(model, variant, "queue"))
+        self.inference: HistogramTally = m.histogram(m.stage.labels(model, variant, "inference"))
+        self.errors = {code: m.counter(m.errors.labels(model, variant, code)) for code in ERROR_CODES}
 
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # Registered before our metrics: the registry collects in order, so the pending
+        # tallies are folded into the children before any of them is read.
+        self._folder = Folder()
+        registry.register(self._folder)
         self.requests = Counter("infergate_requests_total", "Requests answered, by variant",
                                 ["model", "variant"], registry=registry)
         self.errors = Counter("infergate_errors_total", "Requests answered with an error, by reason",
@@ -112,7 +123,15 @@ class GatewayMetrics:
                                               "Malformed x-priority headers (ignored)", registry=registry)
         self._variants: dict[tuple[str, str], VariantMetrics] = {}
         self._sampled: list[tuple[Gauge, Callable[[], float]]] = []
-        self.rejected_by_code = {code: self.rejected.labels(code) for code in ERROR_CODES}
+        self.rejected_by_code = {code: self.counter(self.rejected.labels(code)) for code in ERROR_CODES}
+
+    def counter(self, child: Counter) -> CounterTally:
+        """What the request path increments instead of `child` (see the module docstring)."""
+        return counter_tally(child, self._folder, multiprocess())
+
+    def histogram(self, child: Histogram) -> HistogramTally:
+        """What the request path observes into instead of `child`."""
+        return histogram_tally(child, self._folder, multiprocess())
 
     def variant(self, model: str, variant: str) -> VariantMetrics:
         """Bound children for a variant; made once per variant (variants appear on reload)."""

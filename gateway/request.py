@@ -54,6 +54,9 @@ class PublicModel:
     # The v1 single-vector form, decided here once: (input, datatype, width without an
     # entity, width with one), or None when the model takes named inputs only.
     vector: tuple[str, str, int, int | None] | None = field(init=False, compare=False)
+    # True when the model is batchable and no output is BYTES: the v1 answer is each output's
+    # row as it is (`to_nested_json` would return it unchanged).
+    numeric_batch_outputs: bool = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         spec, vector = self.spec, None
@@ -62,6 +65,8 @@ class PublicModel:
             with_entity = self.request_dims(t, True)
             vector = (t.name, t.datatype, t.dims[0], with_entity[0] if with_entity else None)
         object.__setattr__(self, "vector", vector)
+        object.__setattr__(self, "numeric_batch_outputs",
+                           spec.batchable and all(t.datatype != "BYTES" for t in spec.outputs))
 
     @property
     def joins_features(self) -> bool:

@@ -25,10 +25,9 @@ __all__ = ["VariantSeries"]
 log = logging.getLogger("infergate")
 
 
-def _value(child: Any) -> float:
-    # prometheus-client keeps a child's value in `_value` (a MutexValue, or an mmap'd value
-    # with --workers); reading it is what its own collect() does, without building samples.
-    return child._value.get()  # noqa: SLF001
+def _value(tally: Any) -> float:
+    # A tally (gateway/tally.py): the child's value with what is not folded into it yet.
+    return tally.get()
 
 
 class VariantSeries:
