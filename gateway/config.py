@@ -47,6 +47,11 @@ class GatewayConfig:
     # the batch the gateway could have formed meanwhile (0.65x vs 0.42x Triton-direct at
     # c=64 for 1 vs 8). Raise it for backends that overlap calls (GPU, several instances).
     max_in_flight_batches: int = 1
+    # Beyond those, calls that may join one still inside the model's dynamic-batching queue
+    # delay (sent within half of it, so they reach Triton's queue before the first leaves it):
+    # Triton runs them in one execution instead of making each small batch wait the whole
+    # delay in turn (c=16). 0 turns joining off.
+    max_joined_batches: int = 1
     batch_delay_us: int = 0
     # Online features
     features: str = "auto"            # auto (use the repo if applied) | redis | feast | off
@@ -121,6 +126,8 @@ class GatewayConfig:
                      "max_queue_rows", "max_in_flight_batches", "max_in_flight_requests", "prediction_log_buffer"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.max_joined_batches < 0:
+            raise ValueError("max_joined_batches must be 0 or more")
         if not self.triton_urls:
             raise ValueError("at least one Triton URL is needed")
         if self.admission not in ("adaptive", "static"):
