@@ -48,10 +48,11 @@ class GatewayConfig:
     # c=64 for 1 vs 8). Raise it for backends that overlap calls (GPU, several instances).
     max_in_flight_batches: int = 1
     # Beyond those, calls that may join one still inside the model's dynamic-batching queue
-    # delay (sent within half of it, so they reach Triton's queue before the first leaves it):
-    # Triton runs them in one execution instead of making each small batch wait the whole
-    # delay in turn (c=16). 0 turns joining off.
+    # delay (sent within `batch_join_window` of it, so that they reach Triton's queue before
+    # the first leaves it): Triton runs them in one execution instead of making each small
+    # batch wait the whole delay in turn (c=16). 0 turns joining off.
     max_joined_batches: int = 1
+    batch_join_window: float = 0.5   # the join window, as a fraction of the model's queue delay
     batch_delay_us: int = 0
     # Online features
     features: str = "auto"            # auto (use the repo if applied) | redis | feast | off
@@ -128,6 +129,8 @@ class GatewayConfig:
                 raise ValueError(f"{name} must be positive")
         if self.max_joined_batches < 0:
             raise ValueError("max_joined_batches must be 0 or more")
+        if not 0 <= self.batch_join_window <= 1:
+            raise ValueError("batch_join_window must be in [0, 1] (a fraction of the model's queue delay)")
         if not self.triton_urls:
             raise ValueError("at least one Triton URL is needed")
         if self.admission not in ("adaptive", "static"):
