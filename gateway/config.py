@@ -50,8 +50,11 @@ class GatewayConfig:
     # Beyond those, calls that may join one still inside the model's dynamic-batching queue
     # delay (sent within `batch_join_window` of it, so that they reach Triton's queue before
     # the first leaves it): Triton runs them in one execution instead of making each small
-    # batch wait the whole delay in turn (c=16). 0 turns joining off.
-    max_joined_batches: int = 1
+    # batch wait the whole delay in turn. Off by default: with the demo model's old 500 µs
+    # delay, 1 or 3 joins within 0.5 or 0.8 of it rarely found a request to send at c=16
+    # (Triton's rows per execution 4.26 vs 4.05 per gateway call) and gained nothing; a lower
+    # delay did (runtime/modelgen.py). For models with a long delay (GPU, several ms).
+    max_joined_batches: int = 0
     batch_join_window: float = 0.5   # the join window, as a fraction of the model's queue delay
     batch_delay_us: int = 0
     # Online features
