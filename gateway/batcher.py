@@ -19,7 +19,8 @@ model's dynamic-batching queue delay. Such a call still sits in Triton's queue, 
 company, so a second call sent now joins the same model execution instead of waiting for the
 next one: at low concurrency every small batch would otherwise pay the whole delay. Under CPU
 saturation the loop seldom comes back inside the window, so the gateway keeps its one large
-batch per round (a second call whenever possible halved it: DEVELOPERS.md).
+batch per round (a second call whenever possible halved it: DEVELOPERS.md). Off by default
+(`max_joined_batches` 0): with a short delay a request seldom arrives inside the window.
 """
 
 from __future__ import annotations
