@@ -31,6 +31,9 @@ class ModelSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     max_batch_size: int
+    # Triton's dynamic-batching `max_queue_delay_microseconds` (0 without one): how long a call
+    # may sit in Triton's queue waiting for company. The batcher joins calls inside it.
+    queue_delay_s: float = 0.0
 
     @property
     def batchable(self) -> bool:
@@ -79,7 +82,14 @@ def spec_from(model: str, meta: service_pb2.ModelMetadataResponse,
         return TensorSpec(t.name, t.datatype, shape[1:] if batch > 0 and shape else shape)  # type: ignore[attr-defined]
 
     return ModelSpec(name=model, versions=tuple(meta.versions), inputs=tuple(tensor(t) for t in meta.inputs),
-                     outputs=tuple(tensor(t) for t in meta.outputs), max_batch_size=batch)
+                     outputs=tuple(tensor(t) for t in meta.outputs), max_batch_size=batch,
+                     queue_delay_s=_queue_delay_s(cfg.config))
+
+
+def _queue_delay_s(config: object) -> float:
+    if not config.HasField("dynamic_batching"):  # type: ignore[attr-defined]
+        return 0.0
+    return config.dynamic_batching.max_queue_delay_microseconds / 1e6  # type: ignore[attr-defined]
 
 
 class TritonBackend:

@@ -10,14 +10,26 @@ The decision (`take_batch`) is pure and tested without a server; `MicroBatcher` 
 I/O. A batch is flushed when it reaches `max_rows`, or on the next event-loop turn after
 the first row arrived (`max_delay_s` = 0, the best setting measured here: the gateway is
 CPU-bound, so waiting only adds latency) or after `max_delay_s` on other machines. Every
-waiter is answered by its own deadline, whatever Triton does.
+waiter is answered by its own deadline, whatever Triton does (`Deadlines`: one timer per
+batcher, not one per request).
+
+Calls in flight (`may_send`, pure too): `max_in_flight` always, and up to `max_joined` more
+while the call that opened the current round is younger than `join_window_s`, set from the
+model's dynamic-batching queue delay. Such a call still sits in Triton's queue, waiting for
+company, so a second call sent now joins the same model execution instead of waiting for the
+next one: at low concurrency every small batch would otherwise pay the whole delay. Under CPU
+saturation the loop seldom comes back inside the window, so the gateway keeps its one large
+batch per round (a second call whenever possible halved it: DEVELOPERS.md). Off by default
+(`max_joined_batches` 0): with a short delay a request seldom arrives inside the window.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
+from heapq import heapify, heappop, heappush
 from typing import Awaitable, Callable
 
 import numpy as np
@@ -27,6 +39,10 @@ from gateway.errors import DeadlineExceeded, GatewayError, Internal, Overloaded,
 Arrays = dict[str, np.ndarray]
 InferFn = Callable[[Arrays, float], Awaitable[Arrays]]
 _SCAN = 64   # queued requests of another shape a batch may look past
+# uvloop's clock and timers count whole milliseconds: a deadline timer may fire up to one
+# early, and a deadline that close is due (a per-request timer did the same).
+_CLOCK_SLACK_S = 0.001
+_COMPACT = 1024   # answered entries the deadline heap may hold before it is swept
 
 
 class BatchInfo:
@@ -39,13 +55,12 @@ class BatchInfo:
 
 
 class Pending:
-    __slots__ = ("inputs", "n", "key", "future", "deadline", "t_enqueued", "timer")
+    __slots__ = ("inputs", "n", "key", "future", "deadline", "t_enqueued")
 
     def __init__(self, inputs: Arrays, n: int, key: object, future: asyncio.Future, deadline: float,
                  now: float) -> None:
         self.inputs, self.n, self.key, self.future = inputs, n, key, future
         self.deadline, self.t_enqueued = deadline, now
-        self.timer: asyncio.TimerHandle | None = None
 
 
 def take_batch(queue: deque[Pending], max_rows: int, now: float,
@@ -78,22 +93,97 @@ def take_batch(queue: deque[Pending], max_rows: int, now: float,
     return batch, dropped
 
 
+def may_send(in_flight: int, max_in_flight: int, round_age_s: float, join_window_s: float,
+             max_joined: int) -> bool:
+    """Whether one more Triton call may leave now: below `max_in_flight` always; beyond it, up
+    to `max_joined` more while the call that opened this round (`round_age_s` ago) is still
+    inside Triton's queue delay (`join_window_s`), so that they are executed together."""
+    if in_flight < max_in_flight:
+        return True
+    return in_flight < max_in_flight + max_joined and round_age_s < join_window_s
+
+
+class Deadlines:
+    """Every waiter of one batcher answered by its deadline, behind one timer.
+
+    A uvloop timer per request (`call_at` + `cancel`) cost ~8 µs here, a heap push ~1.5 µs.
+    The one timer is armed at the earliest deadline; when it fires it drops the entries already
+    answered, fails those due and re-arms at the next one still waiting, so in steady state it
+    fires about once per timeout, not once per request. Answered entries stay in the heap until
+    then or until it doubles in size, when it is swept (amortised O(1) per request).
+    """
+
+    __slots__ = ("_heap", "_handle", "_at", "_sweep_at")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Pending]] = []
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = math.inf
+        self._sweep_at = _COMPACT
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    @property
+    def armed_at(self) -> float:
+        """The perf_counter time the timer is armed for (inf: none)."""
+        return self._at
+
+    def add(self, p: Pending, loop: asyncio.AbstractEventLoop) -> None:
+        heappush(self._heap, (p.deadline, id(p), p))
+        if p.deadline < self._at:
+            self._arm(loop, p.deadline)
+        elif len(self._heap) >= self._sweep_at:
+            heap = [e for e in self._heap if not e[2].future.done()]
+            heapify(heap)
+            self._heap = heap
+            self._sweep_at = max(_COMPACT, 2 * len(heap))
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._at = deadline
+        self._handle = loop.call_at(loop.time() + max(0.0, deadline - time.perf_counter()), self._fire, loop)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._handle, self._at = None, math.inf
+        heap = self._heap
+        due = time.perf_counter() + _CLOCK_SLACK_S
+        while heap:
+            deadline, _, p = heap[0]
+            if not p.future.done():
+                if deadline > due:
+                    self._arm(loop, deadline)
+                    return
+                p.future.set_exception(DeadlineExceeded("request deadline exceeded"))
+            heappop(heap)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle, self._at = None, math.inf
+
+
 class MicroBatcher:
     """One queue and one flush loop per Triton target (model + version)."""
 
     def __init__(self, name: str, infer: InferFn, *, max_rows: int = 128, max_queue_rows: int = 4096,
                  max_in_flight: int = 8, max_delay_s: float = 0.0, max_requests: int = 1 << 30,
                  on_batch: Callable[[BatchInfo], None] | None = None, batchable: bool = True,
-                 keyed: bool = False) -> None:
+                 keyed: bool = False, join_window_s: float = 0.0, max_joined: int = 0) -> None:
         """`max_requests=1` turns batching off: one Triton call per request. `batchable=False`
         (a model with max_batch_size 0): every request is one call of one "row". `keyed`: the
-        model has variable non-batch dimensions, so shapes decide who shares a batch."""
+        model has variable non-batch dimensions, so shapes decide who shares a batch.
+        `join_window_s`, `max_joined`: see `may_send`."""
         self.name = name
         self.batchable, self.keyed = batchable, keyed
         self.max_requests = max_requests
         self._infer = infer
         self.max_rows, self.max_queue_rows = max_rows, max_queue_rows
         self.max_in_flight, self.max_delay_s = max_in_flight, max_delay_s
+        self.join_window_s, self.max_joined = join_window_s, max_joined
+        self._t_round = 0.0   # when the call that opened the current round left
+        self._deadlines = Deadlines()
         self._on_batch = on_batch
         self._queue: deque[Pending] = deque()
         self._queued_rows = 0
@@ -143,7 +233,7 @@ class MicroBatcher:
         fut = loop.create_future()
         pending = Pending(inputs, n, key, fut, deadline, now)
         # Safety net: the waiter is answered at its deadline even if Triton never replies.
-        pending.timer = loop.call_at(loop.time() + max(0.0, deadline - now), _expire, fut)
+        self._deadlines.add(pending, loop)
         self._queue.append(pending)
         self._queued_rows += n
         self._idle.clear()
@@ -159,9 +249,13 @@ class MicroBatcher:
 
     def _flush(self) -> None:
         self._scheduled = False
-        while self._queue and self._in_flight < self.max_in_flight:
+        while self._queue:
+            now = time.perf_counter()
+            if not may_send(self._in_flight, self.max_in_flight, now - self._t_round, self.join_window_s,
+                            self.max_joined):
+                break
             # The margin is capped so that a slow spell can never starve short-deadline callers.
-            cutoff = time.perf_counter() + min(self.service_ewma_s, 0.1)
+            cutoff = now + min(self.service_ewma_s, 0.1)
             batch, dropped = take_batch(self._queue, self.max_rows, cutoff, self.max_requests)
             for p in dropped:
                 self._queued_rows -= p.n
@@ -169,6 +263,8 @@ class MicroBatcher:
             if not batch:
                 continue
             self._queued_rows -= sum(p.n for p in batch)
+            if self._in_flight < self.max_in_flight:
+                self._t_round = now
             self._in_flight += 1
             task = asyncio.ensure_future(self._run(batch))
             self._tasks.add(task)
@@ -256,16 +352,10 @@ class MicroBatcher:
             while self._queue:
                 _finish(self._queue.popleft(), None, None, ShuttingDown("gateway shutting down"))
             self._queued_rows = 0
-
-
-def _expire(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_exception(DeadlineExceeded("request deadline exceeded"))
+        self._deadlines.close()
 
 
 def _finish(p: Pending, out: Arrays | None, info: BatchInfo | None, err: BaseException | None) -> None:
-    if p.timer is not None:
-        p.timer.cancel()
     if p.future.done():
         return
     if err is not None:

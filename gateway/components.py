@@ -328,7 +328,8 @@ class Components:
             else cfg.max_in_flight_requests,
             max_delay_s=cfg.batch_delay_us / 1e6, max_requests=(1 << 30) if cfg.batching else 1,
             on_batch=on_batch, batchable=spec.batchable,
-            keyed=any(t.variable for t in spec.inputs))
+            keyed=any(t.variable for t in spec.inputs),
+            join_window_s=spec.queue_delay_s * cfg.batch_join_window, max_joined=cfg.max_joined_batches if cfg.batching else 0)
         # Read at scrape time (sampled each second with --workers): nothing on the request path.
         self.metrics.track(self.metrics.queued_rows.labels(label), lambda: batcher.queued_rows)
         return batcher

@@ -13,7 +13,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from gateway.batcher import MicroBatcher, Pending, take_batch
+from gateway.batcher import Deadlines, MicroBatcher, Pending, may_send, take_batch
 from gateway.errors import DeadlineExceeded, ModelUnavailable, Overloaded, ShuttingDown, TritonRefused
 
 
@@ -199,3 +199,94 @@ async def test_a_batch_the_model_refuses_is_retried_alone_so_only_the_bad_reques
     assert calls == [3, 1, 1, 1]
     assert results[0][0]["y"].tolist() == [[2, 2]] and results[2][0]["y"].tolist() == [[6, 6]]
     assert isinstance(results[1], TritonRefused)
+
+
+def test_may_send_joins_only_inside_the_queue_delay() -> None:
+    # Below the in-flight limit: always.
+    assert may_send(0, 1, 5.0, 0.0, 0) and may_send(1, 2, 5.0, 0.0, 0)
+    # At it: only while the round's first call is younger than the join window, up to max_joined more.
+    assert may_send(1, 1, 0.0001, 0.00025, 1)
+    assert not may_send(1, 1, 0.0003, 0.00025, 1)      # the first call has left Triton's queue
+    assert not may_send(2, 1, 0.0001, 0.00025, 1)      # joins used up
+    assert may_send(2, 1, 0.0001, 0.00025, 2)
+    assert not may_send(1, 1, 0.0, 0.0, 5)             # no queue delay: nothing to join
+    assert not may_send(1, 1, 0.0001, 0.00025, 0)      # joining off
+
+
+async def test_a_second_call_joins_a_young_one_and_not_an_old_one() -> None:
+    calls: list[int] = []
+    b = MicroBatcher("t", _echo(calls, delay=0.05), max_rows=64, max_in_flight=1,
+                     join_window_s=0.02, max_joined=1)
+    deadline = time.perf_counter() + 1
+    first = b.submit({"x": np.ones((1, 2), np.float32)}, deadline)
+    await asyncio.sleep(0.001)                           # the first call leaves
+    joined = b.submit({"x": np.ones((2, 2), np.float32)}, deadline)
+    await asyncio.sleep(0.001)
+    assert b.in_flight == 2 and calls == [1, 2]
+    third = b.submit({"x": np.ones((3, 2), np.float32)}, deadline)
+    await asyncio.sleep(0.001)
+    assert b.in_flight == 2 and b.queued_rows == 3      # joins used up: it waits for the round
+    await asyncio.gather(first, joined, third)
+    assert calls == [1, 2, 3]
+    # A round older than the window is not joined.
+    late = b.submit({"x": np.ones((1, 2), np.float32)}, time.perf_counter() + 1)
+    await asyncio.sleep(0.03)
+    extra = b.submit({"x": np.ones((4, 2), np.float32)}, time.perf_counter() + 1)
+    await asyncio.sleep(0.001)
+    assert b.in_flight == 1 and b.queued_rows == 4
+    await asyncio.gather(late, extra)
+    assert calls == [1, 2, 3, 1, 4]
+
+
+async def test_every_waiter_is_answered_by_its_own_deadline_with_one_timer() -> None:
+    """Deadlines out of arrival order, a hung backend: each waiter fails at its own deadline
+    (not its batch's), and the batcher holds one timer, not one per request."""
+    async def hang(x: dict, timeout: float) -> dict:
+        await asyncio.sleep(30)
+        raise AssertionError("unreachable")
+    b = MicroBatcher("t", hang, max_rows=4, max_in_flight=1)
+    t0 = time.perf_counter()
+    budgets = [0.30, 0.10, 0.20, 0.05, 0.25, 0.15]   # the first 4 share the hung call, 2 queue
+    futs = [b.submit({"x": np.ones((1, 2), np.float32)}, t0 + d) for d in budgets]
+    assert b._deadlines.armed_at == t0 + 0.05
+    answered: dict[int, float] = {}
+    for i, f in enumerate(futs):
+        f.add_done_callback(lambda _f, i=i: answered.__setitem__(i, time.perf_counter() - t0))
+    results = await asyncio.gather(*futs, return_exceptions=True)
+    assert all(isinstance(r, DeadlineExceeded) for r in results)
+    for i, d in enumerate(budgets):
+        assert d - 0.002 <= answered[i] < d + 0.03, (i, d, answered[i])
+    assert b._deadlines.armed_at == float("inf")
+    await b.drain(0.05)
+
+
+async def test_the_deadline_heap_is_swept_of_answered_waiters() -> None:
+    b = MicroBatcher("t", _echo([]), max_rows=64)
+    for _ in range(5):
+        futs = [b.submit({"x": np.ones((1, 2), np.float32)}, time.perf_counter() + 5) for _ in range(1000)]
+        await asyncio.gather(*futs)
+    assert len(b._deadlines) < 2100   # ~ 2x what is still waiting, floored at 1024
+
+
+async def test_deadlines_fire_once_per_timeout_not_per_request() -> None:
+    loop = asyncio.get_running_loop()
+    fired: list[float] = []
+
+    class Counting(Deadlines):
+        def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+            fired.append(time.perf_counter())
+            super()._fire(loop)
+    d = Counting()
+    ps = []
+    for i in range(50):   # answered at once, deadlines 100 ms out, 1 ms apart
+        p = _pending(loop, 1, time.perf_counter() + 0.1 + i * 0.001)
+        d.add(p, loop)
+        p.future.set_result(None)
+        ps.append(p)
+    live = _pending(loop, 1, time.perf_counter() + 0.3)
+    d.add(live, loop)
+    await asyncio.sleep(0.2)
+    assert len(fired) == 1 and not live.future.done() and d.armed_at == live.deadline
+    with pytest.raises(DeadlineExceeded):
+        await live.future
+    assert len(fired) <= 3
