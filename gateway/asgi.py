@@ -48,10 +48,7 @@ class Headers:
     @classmethod
     def from_str(cls, items: list[tuple[str, str]]) -> "Headers":
         """From (name, value) strings, names lower-case (granian's RSGI headers)."""
-        self = cls.__new__(cls)
-        self.content_length = self.content_type = self.content_encoding = None
-        self.header_length = self.unit_id = self.timeout_ms = None
-        self.override = self.authorization = self.priority = None
+        self = cls(())
         for name, value in items:
             slot = _WANTED_STR.get(name)
             if slot is not None:
