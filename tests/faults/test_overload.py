@@ -1,6 +1,6 @@
 """Overload: far more concurrent requests than the gateway admits.
 
-512 keep-alive connections (closed loop) against a gateway allowed 32 requests in flight
+512 keep-alive connections (closed loop) against a gateway allowed 16 requests in flight
 and 64 queued rows per target. It must shed on purpose: only 200 or 429 with Retry-After,
 no 5xx, no lost request, and bounds within a small factor of RELIABILITY.md's figures
 (11.9 ms, 143 MB): admitted p99 < 50 ms, peak RSS < 300 MB, and a 429 answered at once —
@@ -36,7 +36,9 @@ from runtime.triton import TritonServer
 CONNECTIONS = 512
 DURATION_S = 6.0 if SLOW else 3.0
 DEADLINE_S = 1.0           # the gateway's default
-MAX_IN_FLIGHT = 32
+# 16, not 32: with the granian front the gateway drained 32 in flight fast enough that the
+# probe saw only 15 429s in CI (2026-11-29 14:36), too few to time; the bars are unchanged.
+MAX_IN_FLIGHT = 16
 MAX_QUEUE_ROWS = 64
 # Bounds: a regression must fail them (RELIABILITY.md: p99 11.9 ms, peak 143 MB, 429s at once).
 ADMITTED_P99_MS = 50.0
