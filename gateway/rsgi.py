@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from gateway import errors as E
+from gateway.app import hot_route, method_not_allowed
 from gateway.asgi import JSON, OCTETS, ClientGone, Headers, Reply, error_reply
 
 try:
@@ -78,19 +79,16 @@ class RSGIFront:
                  unexpected: Any | None = None) -> None:
         self._asgi, self._gw, self._limit = asgi, gateway, limit
         self._unexpected = unexpected
-        if gateway is not None:
-            from gateway.app import hot_route, method_not_allowed
-            self._hot, self._not_allowed = hot_route, method_not_allowed
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         if scope.proto != "http":   # websockets are not served
             proto.close(403)
             return
         if self._gw is not None:
-            hot, model = self._hot(scope.path)
+            hot, model = hot_route(scope.path)
             if hot:
                 if scope.method != "POST":
-                    return respond(proto, self._not_allowed(scope.path))
+                    return respond(proto, method_not_allowed(scope.path))
                 h = Headers.from_str(scope.headers.items())
                 reply = await self._gw.handle_infer(
                     h, lambda: read_body(proto, self._limit, h.content_length), scope.client, model)
@@ -136,15 +134,12 @@ class RSGIFront:
             elif kind == "http.response.body":
                 body, more = msg.get("body", b""), msg.get("more_body", False)
                 if not stream and not more:
-                    started["done"] = True
                     proto.response_bytes(started["status"], started["headers"], body)
                     return
                 if not stream:
                     stream.append(proto.response_stream(started["status"], started["headers"]))
                 if body:
                     await stream[0].send_bytes(body)
-                if not more:
-                    started["done"] = True
 
         try:
             await self._asgi(asgi_scope, receive, send)

@@ -25,11 +25,6 @@ __all__ = ["VariantSeries"]
 log = logging.getLogger("infergate")
 
 
-def _value(tally: Any) -> float:
-    # A tally (gateway/tally.py): the child's value with what is not folded into it yet.
-    return tally.get()
-
-
 class VariantSeries:
     """``sample()`` once a second (``run``); ``points(name)`` for the admin route."""
 
@@ -57,8 +52,8 @@ class VariantSeries:
             point: dict[str, Any] = {}
             for v in exp.config.variants:
                 vm = self._metrics.variant(model, v.name)
-                requests = _value(vm.requests)
-                errors = {code: _value(c) for code, c in vm.errors.items()}
+                requests = vm.requests.get()   # a tally: with what is not folded yet
+                errors = {code: c.get() for code, c in vm.errors.items()}
                 outcome = exp.outcomes.get(v.name)
                 latency = list(outcome.latency) if outcome is not None else []
                 key = (name, v.name)

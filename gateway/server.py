@@ -36,23 +36,29 @@ log = logging.getLogger("infergate.server")
 _RESTART_EVERY_S = 1.0  # at most one replacement a second
 
 
-def serve(config: GatewayConfig, log_level: str = "warning", sock: socket.socket | None = None,
-          admin_sock: socket.socket | None = None, on_ready: Callable[[], None] | None = None) -> None:
+def serve(config: GatewayConfig, log_level: str = "warning", worker: bool = False,
+          on_ready: Callable[[], None] | None = None) -> None:
     """Run the gateway until SIGINT/SIGTERM, on granian's RSGI front (`gateway.rsgi`).
 
     Start-up: the admin listener first (it answers 503 until the components are up), then the
     components (the lifespan), then the gRPC front, then the HTTP port; ``on_ready`` is called
     once it listens. A signal stops both listeners from accepting, the requests in flight are
     answered (within ``shutdown_timeout_s``), then the gRPC front stops and every batcher
-    drains. ``sock``/``admin_sock`` (workers): already bound with SO_REUSEPORT by
-    `reuseport_socket`; granian binds its own listener on the same port the same way, so they
-    are closed just before it does (they only kept the port from another program)."""
+    drains.
+
+    ``worker`` (under `run_workers`): the ports are shared with the sibling workers. Granian
+    binds every listener with SO_REUSEPORT, so the kernel spreads connections across workers
+    (a shared listening socket sent every connection to one worker here), and it binds only
+    once this worker's start-up is done: the kernel spreads connections over *listening*
+    sockets, so a worker still starting (or a replacement) takes none (a socket listening
+    early took its share and held them unanswered for the whole start-up: found by
+    tests/gateway/test_lifecycle.py with --workers 2)."""
     gw = Gateway(config)
     if config.grpc_port is not None:
         from gateway.grpc_front import GRPCFront
-        # Workers (given a SO_REUSEPORT socket) share the gRPC port the same way.
-        gw.grpc = GRPCFront(gw, config.host, config.grpc_port, reuse_port=sock is not None)
-    if sock is None:
+        # Workers share the gRPC port the same way.
+        gw.grpc = GRPCFront(gw, config.host, config.grpc_port, reuse_port=worker)
+    if not worker:   # the supervisor checked before the first worker started
         _check_free(config.host, config.port)
         if config.admin_port is not None:
             _check_free(config.host, config.admin_port)
@@ -79,14 +85,10 @@ def serve(config: GatewayConfig, log_level: str = "warning", sock: socket.socket
         tasks: list[asyncio.Task] = []
         try:
             if admin is not None:
-                if admin_sock is not None:
-                    admin_sock.close()
                 tasks.append(await _start(admin, config.admin_port, stopping))
                 if stopping.is_set():
                     return
             async with gw._lifespan(gw.app):   # noqa: SLF001 - the Starlette lifespan, run by us
-                if sock is not None:
-                    sock.close()
                 tasks.append(await _start(main, config.port, stopping))
                 if stopping.is_set():
                     return
@@ -157,28 +159,10 @@ def _check_free(host: str, port: int) -> None:
         s.close()
 
 
-def reuseport_socket(host: str, port: int) -> socket.socket:
-    """A bound socket with SO_REUSEPORT: the kernel spreads connections across workers
-    (a shared listening socket sent every connection to one worker here).
-
-    Not listening: it holds the port while the worker starts, and is closed just before
-    granian binds its own SO_REUSEPORT listener once the worker's start-up is done. The kernel
-    spreads connections over the *listening* sockets only, so a worker still starting (or a
-    replacement) takes none; listening early made it take its share and hold them, unanswered,
-    for the whole start-up (found by tests/gateway/test_lifecycle.py with --workers 2)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.bind((host, port))
-    s.set_inheritable(True)
-    return s
-
-
 def _worker(config: GatewayConfig, log_level: str, ready: Any) -> None:
     """A spawned worker's entry point (module level, so that spawn can find it)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    admin = reuseport_socket(config.host, config.admin_port) if config.admin_port is not None else None
-    serve(config, log_level, reuseport_socket(config.host, config.port), admin, on_ready=ready.set)
+    serve(config, log_level, worker=True, on_ready=ready.set)
 
 
 def run_workers(config: GatewayConfig, workers: int, log_level: str = "warning") -> int:

@@ -138,16 +138,17 @@ class Folder:
 
 
 def counter_tally(child: Any, folder: Folder, multiprocess: bool) -> Any:
-    if multiprocess:
-        return _CounterThrough(child)
-    t = CounterTally(child)
-    folder.add(t)
-    return t
+    return _tally(child, folder, multiprocess, CounterTally, _CounterThrough)
 
 
 def histogram_tally(child: Any, folder: Folder, multiprocess: bool) -> Any:
+    return _tally(child, folder, multiprocess, HistogramTally, _HistogramThrough)
+
+
+def _tally(child: Any, folder: Folder, multiprocess: bool, local: type, through: type) -> Any:
+    """Folded at collect time in one process; written through with several workers."""
     if multiprocess:
-        return _HistogramThrough(child)
-    t = HistogramTally(child)
+        return through(child)
+    t = local(child)
     folder.add(t)
     return t
