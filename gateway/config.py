@@ -36,6 +36,12 @@ class GatewayConfig:
     # granian's Rust I/O threads per process (HTTP parsing and socket writes, beside the
     # Python thread); 1 on 2 cores, where a second only competes with Python and Triton.
     http_threads: int = 1
+    # The collector's first-generation threshold once the gateway serves (Python's default is
+    # 700). Start-up objects are frozen out of collection first (`gc.freeze`). With 700, ~190
+    # collections a second (1.5 full ones) took ~2.4 µs of the Python thread per request at
+    # c=64 and paused it ~10 ms each full one; 20,000: none in 10 s (BENCHMARKS.md). 0: leave
+    # the collector as Python set it.
+    gc_threshold: int = 20_000
     # Request limits
     max_body_bytes: int = 1 << 20
     default_timeout_ms: int = 1000
@@ -133,6 +139,8 @@ class GatewayConfig:
                      "max_queue_rows", "max_in_flight_batches", "max_in_flight_requests", "prediction_log_buffer", "http_threads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.gc_threshold < 0:
+            raise ValueError("gc_threshold must be 0 (Python's own) or more")
         if self.max_joined_batches < 0:
             raise ValueError("max_joined_batches must be 0 or more")
         if not 0 <= self.batch_join_window <= 1:

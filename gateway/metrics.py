@@ -21,7 +21,7 @@ import asyncio
 import os
 from typing import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, GCCollector, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.config import METRICS_DIR_ENV
@@ -75,6 +75,8 @@ class GatewayMetrics:
         # tallies are folded into the children before any of them is read.
         self._folder = Folder()
         registry.register(self._folder)
+        # python_gc_collections_total and friends, read at scrape time (`gc_threshold`).
+        GCCollector(registry=registry)
         self.requests = Counter("infergate_requests_total", "Requests answered, by variant",
                                 ["model", "variant"], registry=registry)
         self.errors = Counter("infergate_errors_total", "Requests answered with an error, by reason",
