@@ -129,7 +129,8 @@ class Harness:
     def run_target(self, spec: TargetSpec) -> None:
         gw: GatewayProcess | None = None
         if spec.is_gateway:
-            gw = start_gateway(spec, self.triton.grpc_url, self.raw_dir / f"{spec.name}.log", self._token)
+            gw = start_gateway(spec, self.triton.grpc_url, self.raw_dir / f"{spec.name}.log", self._token,
+                               self.triton.http_url)
         try:
             url = f"{gw.url}/v1/infer" if gw else f"http://{self.triton.http_url}{TRITON_PATH}"
             weights: dict[str, float] = {}

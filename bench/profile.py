@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         features = prepare_features(raw_dir / "feature-repo", a.redis_url, raw_dir / "features.log")
     spec = target_specs([a.target], features, ("--redis-url", a.redis_url))[0]
     with TritonServer(TritonRuntime.ensure(), models=["clf"], log_path=raw_dir / "triton.log") as triton:
-        gw = start_gateway(spec, triton.grpc_url, raw_dir / "gateway.log", "profile")
+        gw = start_gateway(spec, triton.grpc_url, raw_dir / "gateway.log", "profile", triton.http_url)
         try:
             reason = probe(gw.url, spec.mode)
             if reason:

@@ -23,7 +23,7 @@ from runtime.triton import ROOT, TritonStartError
 
 TRITON_PATH = "/v2/models/clf/versions/1/infer"
 ALL_TARGETS = ("triton_direct", "gateway_full", "gateway_nobatch", "gateway_nofeatures")
-EXTRA_TARGETS = ("gateway_workers2",)  # only when named in --targets
+EXTRA_TARGETS = ("gateway_workers2", "gateway_grpc")  # only when named in --targets
 FEATURE_PROJECT = "infergate_bench"
 
 
@@ -39,6 +39,9 @@ class TargetSpec:
     features: str = "off"
     note: str = ""
     peer: str | None = None            # a Python serving peer (bench/peers), not ours
+    # Inference calls over Triton's HTTP port (--triton-http-url), as `make serve` runs it;
+    # False: over gRPC, the other transport (gateway_grpc).
+    triton_http: bool = True
 
     @property
     def is_gateway(self) -> bool:
@@ -72,6 +75,8 @@ def target_specs(names: list[str], features: FeatureSetup, extra_args: tuple[str
         "gateway_nofeatures": TargetSpec("gateway_nofeatures", "v1", ("--features", "off", *extra_args)),
         "gateway_workers2": TargetSpec("gateway_workers2", full.mode, (*full.gateway_args, "--workers", "2"),
                                        full.features, fallback),
+        "gateway_grpc": TargetSpec("gateway_grpc", full.mode, full.gateway_args, full.features,
+                                   "the full path with inference calls over Triton's gRPC port", triton_http=False),
     }
     unknown = [n for n in names if n not in table]
     if unknown:
@@ -125,13 +130,17 @@ def _redis_answers(url: str) -> bool:
         return False
 
 
-def start_gateway(spec: TargetSpec, triton_grpc: str, log_path: Path, admin_token: str) -> GatewayProcess:
+def start_gateway(spec: TargetSpec, triton_grpc: str, log_path: Path, admin_token: str,
+                  triton_http: str | None = None) -> GatewayProcess:
     # The matrix measures the path's capacity at each concurrency: the fixed cap alone, as
     # before issue 18 (adaptive admission would shed past the knee; `make overload` measures it).
     env = {"INFERGATE_REDIS_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
            "INFERGATE_ADMIN_TOKENS": f"bench:{admin_token}", "INFERGATE_ADMISSION": "static"}
     try:
-        return GatewayProcess(triton_grpc, args=spec.gateway_args, env=env, log_path=log_path).start()
+        args = spec.gateway_args
+        if triton_http and spec.triton_http:
+            args = (*args, "--triton-http-url", triton_http)
+        return GatewayProcess(triton_grpc, args=args, env=env, log_path=log_path).start()
     except TritonStartError as exc:
         raise TargetStartError(f"{spec.name}: {exc}") from None
 

@@ -180,11 +180,19 @@ def _triton_urls(objects: list[Obj]) -> Iterator[str]:
     if tri is None or cm is None:
         yield "StatefulSet/triton or the ConfigMap with INFERGATE_TRITON_URLS: missing"
         return
-    urls = cm["data"]["INFERGATE_TRITON_URLS"]
-    want = {f"triton-{i}.triton:8001" for i in range(tri["spec"].get("replicas") or 1)}
-    if set(urls.split(",")) != want:
-        yield (f"{ref(cm)}: data.INFERGATE_TRITON_URLS: {urls!r} does not list the {len(want)} Triton "
-               f"replicas of {ref(tri)} ({', '.join(sorted(want))})")
+    n = tri["spec"].get("replicas") or 1
+    for key, port in (("INFERGATE_TRITON_URLS", 8001), ("INFERGATE_TRITON_HTTP_URLS", 8000)):
+        urls = cm["data"].get(key)
+        if urls is None and key == "INFERGATE_TRITON_HTTP_URLS":
+            continue   # optional: inference calls then go over gRPC
+        want = [f"triton-{i}.triton:{port}" for i in range(n)]
+        got = urls.split(",")
+        if set(got) != set(want):
+            yield (f"{ref(cm)}: data.{key}: {urls!r} does not list the {len(want)} Triton "
+                   f"replicas of {ref(tri)} ({', '.join(want)})")
+        elif key == "INFERGATE_TRITON_HTTP_URLS" and [u.rsplit(':', 1)[0] for u in got] != \
+                [u.rsplit(':', 1)[0] for u in cm["data"]["INFERGATE_TRITON_URLS"].split(",")]:
+            yield f"{ref(cm)}: data.{key}: not in the order of INFERGATE_TRITON_URLS (one replica each)"
 
 
 def _secret_refs(obj: Obj, rendered: set[str]) -> Iterator[str]:

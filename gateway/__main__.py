@@ -18,6 +18,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int)
     p.add_argument("--triton-url", action="append", dest="triton_urls",
                    help="Triton gRPC address host:port (repeatable)")
+    p.add_argument("--triton-http-url", action="append", dest="triton_http_urls",
+                   help="the same replica's HTTP address host:port (repeatable, same order): inference "
+                        "calls go over HTTP, the rest over gRPC")
     p.add_argument("--features", choices=["auto", "redis", "feast", "off"])
     p.add_argument("--feature-repo")
     p.add_argument("--redis-url", help="Redis for experiments (store + pub/sub)")
@@ -48,6 +51,7 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
     return GatewayConfig.from_env(
         host=args.host, port=args.port,
         triton_urls=tuple(args.triton_urls) if args.triton_urls else None,
+        triton_http_urls=tuple(args.triton_http_urls) if args.triton_http_urls else None,
         features=args.features, feature_repo=args.feature_repo, redis_url=args.redis_url,
         feature_redis_url=args.feature_redis_url,
         feature_on_unavailable=args.feature_on_unavailable,

@@ -88,7 +88,7 @@ class Components:
 
     async def start(self, triton_wait_s: float = 60.0) -> None:
         cfg = self.config
-        self.pool = ReplicaPool(cfg.triton_urls, self.registry)
+        self.pool = ReplicaPool(cfg.triton_urls, self.registry, http_urls=cfg.triton_http_urls)
         if self.routes is None:
             from router import RouterService, default_experiments, load_experiments
             initial = load_experiments(cfg.experiments_file) if cfg.experiments_file else default_experiments()

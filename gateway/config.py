@@ -33,14 +33,17 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     triton_urls: tuple[str, ...] = ("127.0.0.1:8001",)
+    # The same replicas' HTTP addresses (host:port, same order): when given, inference calls
+    # go over Triton's HTTP port (gateway/triton_http.py: ~90 µs less gateway CPU and ~0.24 ms
+    # less latency per call than grpc.aio here); metadata and health stay on gRPC.
+    triton_http_urls: tuple[str, ...] = ()
     # granian's Rust I/O threads per process (HTTP parsing and socket writes, beside the
     # Python thread); 1 on 2 cores, where a second only competes with Python and Triton.
     http_threads: int = 1
-    # The collector's first-generation threshold once the gateway serves (Python's default is
-    # 700). Start-up objects are frozen out of collection first (`gc.freeze`). With 700, ~190
-    # collections a second (1.5 full ones) took ~2.4 µs of the Python thread per request at
-    # c=64 and paused it ~10 ms each full one; 20,000: none in 10 s (BENCHMARKS.md). 0: leave
-    # the collector as Python set it.
+    # The collector's young-generation threshold once the gateway has started (Python's is
+    # 700; start-up objects are frozen out of collection either way, `app.tune_gc`). With 700,
+    # ~190 collections a second took ~2.4 µs of the Python thread per request at c=64; with
+    # 20,000, none in 10 s (BENCHMARKS.md). 0: Python's.
     gc_threshold: int = 20_000
     # Request limits
     max_body_bytes: int = 1 << 20
@@ -147,6 +150,8 @@ class GatewayConfig:
             raise ValueError("batch_join_window must be in [0, 1] (a fraction of the model's queue delay)")
         if not self.triton_urls:
             raise ValueError("at least one Triton URL is needed")
+        if self.triton_http_urls and len(self.triton_http_urls) != len(self.triton_urls):
+            raise ValueError("triton_http_urls: one HTTP address per Triton gRPC URL, in the same order")
         if self.admission not in ("adaptive", "static"):
             raise ValueError(f"admission must be adaptive or static, not {self.admission!r}")
         if self.admission_initial_limit <= 0 or self.admission_min_limit <= 0 or self.admission_window_ms <= 0:
@@ -206,7 +211,7 @@ def _parse(name: str, raw: str) -> object:
         return parse_priorities(raw)
     if name == "feature_joins":
         return parse_joins(raw)
-    if name in ("triton_urls", "extensions"):
+    if name in ("triton_urls", "triton_http_urls", "extensions"):
         return tuple(u.strip() for u in raw.split(",") if u.strip())
     if isinstance(default, bool):
         return raw.strip().lower() in ("1", "true", "yes", "on")

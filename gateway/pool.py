@@ -25,15 +25,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from gateway.backend import RETRYABLE, ModelSpec, RequestTemplate, TritonBackend, translate
 from gateway.batcher import InferFn
 from gateway.errors import DeadlineExceeded, ModelUnavailable
+from gateway.triton_http import HTTPInfer, HTTPTemplate
 
 log = logging.getLogger("infergate.pool")
 
 
 class Replica:
-    __slots__ = ("backend", "healthy", "failures", "ejected_until", "ejections", "up", "calls")
+    __slots__ = ("backend", "http", "healthy", "failures", "ejected_until", "ejections", "up", "calls")
 
-    def __init__(self, backend: TritonBackend, up: Gauge) -> None:
-        self.backend, self.up = backend, up
+    def __init__(self, backend: TritonBackend, up: Gauge, http: HTTPInfer | None = None) -> None:
+        self.backend, self.up, self.http = backend, up, http
         self.healthy, self.failures, self.ejected_until, self.ejections = True, 0, 0.0, 0
         self.calls = 0
 
@@ -49,14 +50,20 @@ class ReplicaPool:
     def __init__(self, urls: Sequence[str], registry: CollectorRegistry, *, eject_after: int = 3,
                  base_ejection_s: float = 1.0, max_ejection_s: float = 10.0,
                  health_interval_s: float = 0.5, health_timeout_s: float = 0.3,
-                 hedge_factor: float = 8.0, min_try_s: float = 0.05) -> None:
+                 hedge_factor: float = 8.0, min_try_s: float = 0.05, http_urls: Sequence[str] = ()) -> None:
+        """`http_urls` (one per gRPC url, same order): the replicas' HTTP addresses; when given,
+        inference calls go over HTTP (`gateway.triton_http`), everything else over gRPC."""
+        if http_urls and len(http_urls) != len(urls):
+            raise ValueError("give one Triton HTTP address per gRPC address, in the same order")
         up = Gauge("infergate_triton_replica_up", "1 when a Triton replica is taking traffic",
                    ["replica"], registry=registry, multiprocess_mode="livemin")
         self._retries = Counter("infergate_triton_retries_total", "Calls retried on another replica",
                                 registry=registry)
         self._ejections = Counter("infergate_triton_ejections_total", "Replicas ejected after failures",
                                   ["replica"], registry=registry)
-        self.replicas = [Replica(TritonBackend(u), up.labels(u)) for u in urls]
+        self.replicas = [Replica(TritonBackend(u), up.labels(u), HTTPInfer(h) if h else None)
+                         for u, h in zip(urls, http_urls or [None] * len(urls))]
+        self.http = bool(http_urls)
         for r in self.replicas:
             r.up.set(1)
             self._ejections.labels(r.backend.url)  # a 0 series per replica from the start, for dashboards
@@ -83,7 +90,8 @@ class ReplicaPool:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.gather(*(r.backend.close() for r in self.replicas))
+        await asyncio.gather(*(r.backend.close() for r in self.replicas),
+                             *(r.http.close() for r in self.replicas if r.http is not None))
 
     async def any_ready(self) -> bool:
         return any(await asyncio.gather(*(r.backend.is_ready(self.health_timeout_s) for r in self.replicas)))
@@ -120,6 +128,8 @@ class ReplicaPool:
 
     def make_infer(self, spec: ModelSpec, version: str) -> InferFn:
         template = RequestTemplate(spec, version)
+        if self.http:
+            return self._make_http_infer(template, HTTPTemplate(spec.name, version, spec.inputs, spec.outputs, "triton"))
 
         async def infer(x: dict[str, np.ndarray], timeout: float) -> dict[str, np.ndarray]:
             t0 = time.monotonic()
@@ -148,6 +158,40 @@ class ReplicaPool:
                 replica.failures = 0
                 self.call_ewma_s += 0.05 * ((time.monotonic() - now) - self.call_ewma_s)
                 return template.decode(resp)
+            raise ModelUnavailable(f"{template.label}: no replica answered")
+
+        return infer
+
+    def _make_http_infer(self, template: RequestTemplate, http: HTTPTemplate) -> InferFn:
+        """The same call, retries and ejections as `make_infer`, over each replica's HTTP port."""
+        async def infer(x: dict[str, np.ndarray], timeout: float) -> dict[str, np.ndarray]:
+            t0 = time.monotonic()
+            deadline = t0 + timeout
+            payload = http.build(x)
+            order = self._order(t0)
+            for attempt, replica in enumerate(order[:2]):
+                now = time.monotonic()
+                remaining = deadline - now
+                if remaining <= 0:
+                    raise DeadlineExceeded(f"{template.label}: no time left for inference")
+                alternative = attempt == 0 and len(order) > 1 and order[1].available(now)
+                per_try = remaining
+                if alternative:
+                    per_try = min(remaining / 2, max(self.min_try_s, self.hedge_factor * self.call_ewma_s))
+                try:
+                    header_len, body = await replica.http.infer(payload, per_try)  # type: ignore[union-attr]
+                    out = http.decode(header_len, body)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # the request, not the replica
+                        raise translate(exc, template.label) from exc
+                    self._failed(replica, time.monotonic())
+                    if exc.code() not in RETRYABLE or not alternative:
+                        raise translate(exc, template.label) from exc
+                    self._retries.inc()
+                    continue
+                replica.failures = 0
+                self.call_ewma_s += 0.05 * ((time.monotonic() - now) - self.call_ewma_s)
+                return out
             raise ModelUnavailable(f"{template.label}: no replica answered")
 
         return infer

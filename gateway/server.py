@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import multiprocessing as mp
 import multiprocessing.connection
@@ -93,7 +92,6 @@ def serve(config: GatewayConfig, log_level: str = "warning", worker: bool = Fals
                 tasks.append(await _start(main, config.port, stopping))
                 if stopping.is_set():
                     return
-                tune_gc(config.gc_threshold)
                 if on_ready is not None:
                     on_ready()
                 await stopping.wait()
@@ -117,20 +115,6 @@ def serve(config: GatewayConfig, log_level: str = "warning", worker: bool = Fals
     uvloop.run(run())
     if stop["signal"] is not None:
         log.info("gateway stopped cleanly on %s", stop["signal"].name)
-
-
-def tune_gc(threshold: int) -> None:
-    """Once serving: what start-up built (modules, the model contracts, the routing tables) is
-    frozen out of the collector's reach, and the young generation is collected every
-    `threshold` allocations instead of every 700, so that requests (whose objects die young,
-    by reference count) seldom pay a collection. 0 leaves the collector as it is."""
-    if threshold <= 0:
-        return
-    gc.collect()
-    gc.freeze()
-    _, second, third = gc.get_threshold()
-    gc.set_threshold(threshold, second, third)
-    log.debug("gc: %d objects frozen, threshold %s", gc.get_freeze_count(), gc.get_threshold())
 
 
 def _granian(app: RSGIFront, host: str, port: int, log_level: str, threads: int) -> Any:

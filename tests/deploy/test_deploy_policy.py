@@ -105,6 +105,7 @@ def test_wrong_health_paths_missing_prestop_and_triton_urls_are_named(rendered: 
     assert "containers[gateway].livenessProbe.httpGet.path: '/healthz', expected '/v2/health/live'" in bad, bad
     assert "containers[gateway].lifecycle.preStop: missing" in bad, bad
     assert "data.INFERGATE_TRITON_URLS: 'triton-0.triton:8001' does not list the 2 Triton replicas" in bad, bad
+    assert "data.INFERGATE_TRITON_HTTP_URLS: 'triton-0.triton:8000' does not list the 2 Triton replicas" in bad, bad
 
 
 def test_prod_checks_fail_without_hpa_pdb_or_with_a_secret(rendered: dict) -> None:

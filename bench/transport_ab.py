@@ -1,0 +1,115 @@
+"""`python -m bench.transport_ab`: the full path with inference calls over Triton's gRPC port vs
+its HTTP port (`--triton-http-url`), interleaved, medians of `--rounds`.
+
+    python -m bench.transport_ab [--connections 1,64,256] [--rounds 3] [--duration 10]
+
+One Triton; per round, per concurrency, a fresh gateway (features from Redis, as
+`gateway_full`) with each transport in turn, a 2 s wrk warm-up and a measured run. Per run:
+req/s, p50/p99, the gateway's mean Triton-call time (its `inference` stage), and CPU per
+request from /proc of the gateway (its Python thread and the whole process) and of
+tritonserver. Writes bench/results/transport/transport.json and prints the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+from bench.targets import prepare_features, probe, start_gateway, target_specs
+from bench.wrk import parse_output, wrk_command
+from runtime.triton import TritonRuntime, TritonServer
+
+OUT = Path(__file__).resolve().parent / "results" / "transport"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int, thread: int | None = None) -> float:
+    path = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
+    with open(path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _inference_mean_ms(url: str) -> float | None:
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+    s = sum(float(v) for v in re.findall(r'^infergate_stage_duration_seconds_sum\{[^}]*stage="inference"[^}]*\} (\S+)$', text, re.M))
+    n = sum(float(v) for v in re.findall(r'^infergate_stage_duration_seconds_count\{[^}]*stage="inference"[^}]*\} (\S+)$', text, re.M))
+    return round(s / n * 1e3, 3) if n else None
+
+
+def one_run(triton: TritonServer, spec, transport: str, c: int, duration: float, raw: Path) -> dict:  # type: ignore[no-untyped-def]
+    gw = start_gateway(spec, triton.grpc_url, raw / f"gateway-{transport}-{c}.log", "ab",
+                       triton.http_url if transport == "http" else None)
+    try:
+        reason = probe(gw.url, spec.mode)
+        if reason:
+            raise RuntimeError(f"{transport}: {reason}")
+        url = f"{gw.url}/v1/infer"
+        subprocess.run(wrk_command(url, spec.mode, c, 2), capture_output=True, check=True)
+        pid, tpid = gw.process.pid, triton.process.pid
+        before = (_cpu(pid, pid), _cpu(pid), _cpu(tpid))
+        r = subprocess.run(wrk_command(url, spec.mode, c, duration), capture_output=True, text=True, check=True)
+        after = (_cpu(pid, pid), _cpu(pid), _cpu(tpid))
+        res = parse_output(r.stdout)
+        n = res.rps * duration
+        per_req = [round((b - a) / n * 1e6, 1) for a, b in zip(before, after)]
+        return {"transport": transport, "c": c, "rps": round(res.rps), "p50_ms": res.latency_ms["p50"],
+                "p99_ms": res.latency_ms["p99"], "non2xx": res.non2xx, "inference_mean_ms": _inference_mean_ms(gw.url),
+                "gateway_thread_us_per_req": per_req[0], "gateway_us_per_req": per_req[1],
+                "tritonserver_us_per_req": per_req[2]}
+    finally:
+        gw.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.transport_ab", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--connections", default="1,64,256")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    p.add_argument("--out", type=Path, default=OUT)
+    a = p.parse_args(argv)
+    conns = [int(x) for x in a.connections.split(",")]
+    raw = Path(tempfile.mkdtemp(prefix="transport-ab-"))
+    features = prepare_features(raw / "feature-repo", a.redis_url, raw / "features.log")
+    spec = replace(target_specs(["gateway_full"], features, ("--redis-url", a.redis_url))[0], triton_http=True)
+    runs = []
+    with TritonServer(TritonRuntime.ensure(), models=["clf"], log_path=raw / "triton.log") as triton:
+        for rnd in range(a.rounds):
+            for c in conns:
+                for transport in ("grpc", "http"):
+                    r = one_run(triton, spec, transport, c, a.duration, raw)
+                    r["round"] = rnd
+                    runs.append(r)
+                    print(json.dumps(r), file=sys.stderr)
+    keys = ("rps", "p50_ms", "p99_ms", "inference_mean_ms", "gateway_thread_us_per_req", "gateway_us_per_req",
+            "tritonserver_us_per_req")
+    medians = []
+    for c in conns:
+        for transport in ("grpc", "http"):
+            cell = [r for r in runs if r["c"] == c and r["transport"] == transport]
+            medians.append({"transport": transport, "c": c,
+                            **{k: statistics.median(r[k] for r in cell if r[k] is not None) for k in keys}})
+    a.out.mkdir(parents=True, exist_ok=True)
+    doc = {"created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv),
+           "medians": medians, "runs": runs}
+    (a.out / "transport.json").write_text(json.dumps(doc, indent=1))
+    for m in medians:
+        print(" ".join(f"{k}={v}" for k, v in m.items()))
+    print(f"wrote {a.out / 'transport.json'}")
+    return 0 if all(r["non2xx"] == 0 for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
