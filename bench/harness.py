@@ -184,6 +184,8 @@ class Harness:
         cell["cpu_us_per_request"] = stats.cpu_per_request(runs)
         cell["loadavg_1m"] = stats.median_of(r["loadavg_1m"] for r in runs)
         cell["features"] = spec.features
+        if spec.is_gateway:
+            cell["triton_infer"] = "http" if spec.triton_http else "grpc"
         if spec.note:
             cell["note"] = spec.note
         self.cells.append(cell)

@@ -1,5 +1,6 @@
 """Triton faults under load: latency, resets, refusal, a black hole and `kill -9`, injected
-between the gateway and a real Triton (its gRPC port behind `FaultProxy`).
+between the gateway and a real Triton (its gRPC port behind `FaultProxy`, and its HTTP port
+behind another for the gateway whose inference calls go there: `--triton-http-url`).
 
 The contract checked in every scenario: each request gets exactly one answer (200, or
 429/503 with a JSON error body), none later than its deadline + slack, no 500, and the
@@ -28,17 +29,26 @@ def triton_proxy(fault_triton: TritonServer) -> Iterator[FaultProxy]:
 
 
 @pytest.fixture(scope="module")
-def gw(triton_proxy: FaultProxy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def http_proxy(fault_triton: TritonServer) -> Iterator[FaultProxy]:
+    with FaultProxy(("127.0.0.1", fault_triton.http_port), name="triton-http") as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module", params=["grpc", "http"], ids=["infer-grpc", "infer-http"])
+def gw(request: pytest.FixtureRequest, triton_proxy: FaultProxy, http_proxy: FaultProxy,
+       tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    http = ["--triton-http-url", http_proxy.address] if request.param == "http" else []
     gateway = start_gateway([triton_proxy.address], tmp_path_factory.mktemp("gw-triton"),
-                            args=["--features", "off"])
+                            args=["--features", "off", *http])
     yield gateway
     gateway.stop()
 
 
 @pytest.fixture(autouse=True)
-def heal(triton_proxy: FaultProxy) -> Iterator[None]:
+def heal(triton_proxy: FaultProxy, http_proxy: FaultProxy) -> Iterator[None]:
     yield
     triton_proxy.pass_through()
+    http_proxy.pass_through()
 
 
 def check(name: str, gw: GatewayProcess, run, t_on: float, t_off: float, *,
@@ -74,11 +84,22 @@ FAST = ("latency_600ms", "reset", "blackhole")
 
 @pytest.mark.parametrize("name", [n if n in FAST or SLOW else pytest.param(
     n, marks=pytest.mark.skip(reason="RUN_SLOW=1")) for n in SCENARIOS])
-async def test_proxy_fault_under_load(name: str, gw: GatewayProcess, triton_proxy: FaultProxy) -> None:
+async def test_proxy_fault_under_load(name: str, gw: GatewayProcess, triton_proxy: FaultProxy,
+                                      http_proxy: FaultProxy) -> None:
+    """The fault is Triton's: on both of its ports at once."""
     fault, bites = SCENARIOS[name]
-    run, t_on, t_off = await drive(gw, v1_requests(), lambda: fault(triton_proxy),
-                                   triton_proxy.pass_through, warm_s=0.5, fault_s=1.2, after_s=2.5)
-    check(name, gw, run, t_on, t_off, fault_bites=bites)
+
+    def on() -> None:
+        fault(triton_proxy)
+        fault(http_proxy)
+
+    def off() -> None:
+        triton_proxy.pass_through()
+        http_proxy.pass_through()
+
+    run, t_on, t_off = await drive(gw, v1_requests(), on, off, warm_s=0.5, fault_s=1.2, after_s=2.5)
+    check(name if "--triton-http-url" not in gw.args else f"{name}_infer_http", gw, run, t_on, t_off,
+          fault_bites=bites)
 
 
 async def test_kill_9_triton_then_restart_on_the_same_ports(gw: GatewayProcess,
@@ -92,7 +113,8 @@ async def test_kill_9_triton_then_restart_on_the_same_ports(gw: GatewayProcess,
     run, t_on, t_off = await drive(gw, v1_requests(), fault_triton.kill, restart,
                                    warm_s=0.5, fault_s=0.5, after_s=2.5)
     assert (fault_triton.http_port, fault_triton.grpc_port, fault_triton.metrics_port) == ports
-    check("kill9_restart", gw, run, t_on, t_off, fault_bites=True)
+    check("kill9_restart" if "--triton-http-url" not in gw.args else "kill9_restart_infer_http", gw, run,
+          t_on, t_off, fault_bites=True)
 
 
 async def test_two_replicas_one_blackholed_all_succeed(fault_triton: TritonServer, proxy_factory,

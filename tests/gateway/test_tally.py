@@ -18,8 +18,10 @@ _CREATED = re.compile(rb"^\S+_created(\{[^}]*\})? .*\n", re.M)
 
 def _exposition(registry: CollectorRegistry) -> list[bytes]:
     """The scrape's lines without the `_created` timestamps (the two registries are made
-    apart), sorted (the children were bound in a different order)."""
-    return sorted(_CREATED.sub(b"", generate_latest(registry)).splitlines())
+    apart) and the process's garbage-collector series (they move between the two scrapes),
+    sorted (the children were bound in a different order)."""
+    return sorted(line for line in _CREATED.sub(b"", generate_latest(registry)).splitlines()
+                  if b"python_gc_" not in line)
 
 
 def _latencies(n: int) -> list[float]:
