@@ -16,7 +16,7 @@ import asyncio
 import itertools
 import logging
 import time
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import grpc
 import numpy as np
@@ -128,13 +128,23 @@ class ReplicaPool:
 
     def make_infer(self, spec: ModelSpec, version: str) -> InferFn:
         template = RequestTemplate(spec, version)
-        if self.http:
-            return self._make_http_infer(template, HTTPTemplate(spec.name, version, spec.inputs, spec.outputs, "triton"))
+        if self.http:   # inference over each replica's HTTP port (gateway/triton_http.py)
+            http = HTTPTemplate(spec.name, version, spec.inputs, spec.outputs, "triton")
+            build: Callable[[dict[str, np.ndarray]], Any] = http.build
+
+            async def call(replica: Replica, payload: Any, timeout: float) -> dict[str, np.ndarray]:
+                header_len, body = await replica.http.infer(payload, timeout)  # type: ignore[union-attr]
+                return http.decode(header_len, body)
+        else:
+            build = template.build
+
+            async def call(replica: Replica, payload: Any, timeout: float) -> dict[str, np.ndarray]:
+                return template.decode(await replica.backend.infer(payload, timeout))
 
         async def infer(x: dict[str, np.ndarray], timeout: float) -> dict[str, np.ndarray]:
             t0 = time.monotonic()
             deadline = t0 + timeout
-            req = template.build(x)
+            payload = build(x)
             order = self._order(t0)
             for attempt, replica in enumerate(order[:2]):
                 now = time.monotonic()
@@ -146,41 +156,7 @@ class ReplicaPool:
                 if alternative:
                     per_try = min(remaining / 2, max(self.min_try_s, self.hedge_factor * self.call_ewma_s))
                 try:
-                    resp = await replica.backend.infer(req, per_try)
-                except grpc.aio.AioRpcError as exc:
-                    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # the request, not the replica
-                        raise translate(exc, template.label) from exc
-                    self._failed(replica, time.monotonic())
-                    if exc.code() not in RETRYABLE or not alternative:
-                        raise translate(exc, template.label) from exc
-                    self._retries.inc()
-                    continue
-                replica.failures = 0
-                self.call_ewma_s += 0.05 * ((time.monotonic() - now) - self.call_ewma_s)
-                return template.decode(resp)
-            raise ModelUnavailable(f"{template.label}: no replica answered")
-
-        return infer
-
-    def _make_http_infer(self, template: RequestTemplate, http: HTTPTemplate) -> InferFn:
-        """The same call, retries and ejections as `make_infer`, over each replica's HTTP port."""
-        async def infer(x: dict[str, np.ndarray], timeout: float) -> dict[str, np.ndarray]:
-            t0 = time.monotonic()
-            deadline = t0 + timeout
-            payload = http.build(x)
-            order = self._order(t0)
-            for attempt, replica in enumerate(order[:2]):
-                now = time.monotonic()
-                remaining = deadline - now
-                if remaining <= 0:
-                    raise DeadlineExceeded(f"{template.label}: no time left for inference")
-                alternative = attempt == 0 and len(order) > 1 and order[1].available(now)
-                per_try = remaining
-                if alternative:
-                    per_try = min(remaining / 2, max(self.min_try_s, self.hedge_factor * self.call_ewma_s))
-                try:
-                    header_len, body = await replica.http.infer(payload, per_try)  # type: ignore[union-attr]
-                    out = http.decode(header_len, body)
+                    out = await call(replica, payload, per_try)
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # the request, not the replica
                         raise translate(exc, template.label) from exc

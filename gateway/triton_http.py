@@ -21,7 +21,6 @@ UNAVAILABLE, anything else INTERNAL.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 from urllib.parse import urlsplit
 
 import grpc

@@ -9,6 +9,7 @@ experiment and every test model by a default route (no experiment names them).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -40,17 +41,25 @@ _NP = {"BOOL": np.bool_, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, 
        "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_}
 
 
+@contextlib.contextmanager
+def serve_test_models(runtime: TritonRuntime, repo: Path, *, infer_http: bool = False
+                      ) -> Iterator[tuple[TritonServer, GatewayProcess]]:
+    """One Triton with `clf` and every test model, and a gateway in front (its inference calls
+    over Triton's HTTP port when `infer_http`, else gRPC)."""
+    shutil.copytree(DEFAULT_REPOSITORY / "clf", repo / "clf", ignore=shutil.ignore_patterns("__pycache__"))
+    generate_test_models(repo)
+    with TritonServer(runtime, models=["clf", *MODELS], repository=repo, log_path=repo / "triton.log") as triton:
+        http = ["--triton-http-url", triton.http_url] if infer_http else []
+        with GatewayProcess(triton.grpc_url, args=["--features", "off", "--log-level", "info", *http],
+                            env=gateway_env(), log_path=repo / "gateway.log", grpc_port=free_port()) as gw:
+            yield triton, gw
+
+
 @pytest.fixture(scope="module")
 def stack(triton_runtime: TritonRuntime, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[tuple[TritonServer, GatewayProcess]]:
-    repo = tmp_path_factory.mktemp("anyrepo")
-    shutil.copytree(DEFAULT_REPOSITORY / "clf", repo / "clf", ignore=shutil.ignore_patterns("__pycache__"))
-    generate_test_models(repo)
-    with TritonServer(triton_runtime, models=["clf", *MODELS], repository=repo,
-                      log_path=repo / "triton.log") as triton:
-        with GatewayProcess(triton.grpc_url, args=["--features", "off", "--log-level", "info"],
-                            env=gateway_env(), log_path=repo / "gateway.log", grpc_port=free_port()) as gw:
-            yield triton, gw
+    with serve_test_models(triton_runtime, tmp_path_factory.mktemp("anyrepo")) as served:
+        yield served
 
 
 def _inputs(model: str, n: int, seed: int, seq: int = 5) -> dict[str, np.ndarray]:

@@ -10,7 +10,6 @@ mid-answer, bytes nobody asked for.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import time
 from typing import Iterator
@@ -24,10 +23,8 @@ from gateway.backend import translate
 from gateway.errors import DeadlineExceeded, ModelUnavailable, TritonRefused
 from gateway.pool import ReplicaPool
 from gateway.triton_http import HTTPInfer, HTTPTemplate
-from runtime.modelgen import generate_test_models
 from runtime.stack import GatewayProcess
-from runtime.triton import DEFAULT_REPOSITORY, TritonRuntime, TritonServer, free_port
-from tests.conftest import gateway_env
+from runtime.triton import TritonRuntime, TritonServer, free_port
 from tests.gateway import test_anymodel as anymodel
 
 pytestmark = pytest.mark.timeout(300)
@@ -36,15 +33,8 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def http_stack(triton_runtime: TritonRuntime, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[tuple[TritonServer, GatewayProcess]]:
-    repo = tmp_path_factory.mktemp("httprepo")
-    shutil.copytree(DEFAULT_REPOSITORY / "clf", repo / "clf", ignore=shutil.ignore_patterns("__pycache__"))
-    generate_test_models(repo)
-    with TritonServer(triton_runtime, models=["clf", *anymodel.MODELS], repository=repo,
-                      log_path=repo / "triton.log") as triton:
-        with GatewayProcess(triton.grpc_url, args=["--features", "off", "--log-level", "info",
-                                                   "--triton-http-url", triton.http_url],
-                            env=gateway_env(), log_path=repo / "gateway.log", grpc_port=free_port()) as gw:
-            yield triton, gw
+    with anymodel.serve_test_models(triton_runtime, tmp_path_factory.mktemp("httprepo"), infer_http=True) as served:
+        yield served
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
