@@ -69,7 +69,13 @@ async def _pairs(triton: TritonServer, max_joined: int) -> tuple[int, int, float
             second = b.submit(x, time.perf_counter() + 5)
             (out1, _), (out2, _) = await asyncio.gather(first, second)
             np.testing.assert_array_equal(out1["PROBS"], out2["PROBS"])
+        # Triton records an execution's statistics after it answers: wait until the rows of
+        # every answered request are counted (a read right away missed the last pair once).
+        deadline = time.monotonic() + 2.0
         rows1, execs1 = await asyncio.to_thread(_stats, triton)
+        while rows1 - rows0 < 2 * PAIRS and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            rows1, execs1 = await asyncio.to_thread(_stats, triton)
         return rows1 - rows0, execs1 - execs0, spec.queue_delay_s
     finally:
         await backend.close()
