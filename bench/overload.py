@@ -235,13 +235,14 @@ def main(argv: list[str] | None = None) -> int:
         return median_cell(rs)
 
     triton = TritonServer(TritonRuntime.ensure(), models=["clf"], log_path=raw / "triton.log").start()
+    args = ["--features", "off", "--triton-http-url", triton.http_url]   # as `make serve` runs it
     try:
         if not a.no_static:
-            with GatewayProcess(triton.grpc_url, args=["--features", "off", "--triton-http-url", triton.http_url], env={"INFERGATE_ADMISSION": "static"},
+            with GatewayProcess(triton.grpc_url, args=args, env={"INFERGATE_ADMISSION": "static"},
                                 log_path=raw / "gateway-static.log") as gw:
                 wrk_run(gw.url, "honour", 1, 2.0, "warm")
                 static_c1 = cell(gw, "honour", 1, "static")
-        with GatewayProcess(triton.grpc_url, args=["--features", "off", "--triton-http-url", triton.http_url], log_path=raw / "gateway.log") as gw:
+        with GatewayProcess(triton.grpc_url, args=args, log_path=raw / "gateway.log") as gw:
             wrk_run(gw.url, "honour", 1, 2.0, "warm")
             for mode in modes:
                 for c in ([1] if mode == "honour" else []) + conns:

@@ -25,8 +25,18 @@ class Group:
 
 def _stat(pid: int) -> tuple[int, float] | None:
     """(ppid, cpu seconds) of one process, or None when it is gone."""
+    return _read(PROC / str(pid) / "stat")
+
+
+def thread_seconds(pid: int, tid: int) -> float | None:
+    """CPU seconds of one thread of `pid` (its main thread: `tid` = `pid`), None when gone."""
+    st = _read(PROC / str(pid) / "task" / str(tid) / "stat")
+    return None if st is None else st[1]
+
+
+def _read(path: Path) -> tuple[int, float] | None:
     try:
-        raw = (PROC / str(pid) / "stat").read_text()
+        raw = path.read_text()
     except OSError:
         return None
     # The command name may contain spaces and parentheses: split after the last ')'.

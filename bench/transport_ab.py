@@ -14,37 +14,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from dataclasses import replace
 from pathlib import Path
 
+from bench import procstat, promtext
 from bench.targets import prepare_features, probe, start_gateway, target_specs
 from bench.wrk import parse_output, wrk_command
 from runtime.triton import TritonRuntime, TritonServer
 
 OUT = Path(__file__).resolve().parent / "results" / "transport"
-_TICK = os.sysconf("SC_CLK_TCK")
+_INFERENCE = "infergate_stage_duration_seconds"
 
 
-def _cpu(pid: int, thread: int | None = None) -> float:
-    path = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
-    with open(path) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+def _cpu(pid: int, tpid: int) -> tuple[float, float, float]:
+    """CPU seconds so far: the gateway's Python (main) thread, the gateway, tritonserver."""
+    groups = procstat.snapshot([procstat.Group("gateway", (pid,)), procstat.Group("triton", (tpid,))])
+    return procstat.thread_seconds(pid, pid) or 0.0, groups["gateway"], groups["triton"]
 
 
 def _inference_mean_ms(url: str) -> float | None:
-    text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
-    s = sum(float(v) for v in re.findall(r'^infergate_stage_duration_seconds_sum\{[^}]*stage="inference"[^}]*\} (\S+)$', text, re.M))
-    n = sum(float(v) for v in re.findall(r'^infergate_stage_duration_seconds_count\{[^}]*stage="inference"[^}]*\} (\S+)$', text, re.M))
-    return round(s / n * 1e3, 3) if n else None
+    """The mean Triton call as the gateway timed it (its `inference` stage), since it started."""
+    samples = promtext.scrape(f"{url}/metrics")
+    n = promtext.total(samples, f"{_INFERENCE}_count", stage="inference")
+    return round(promtext.total(samples, f"{_INFERENCE}_sum", stage="inference") / n * 1e3, 3) if n else None
 
 
 def one_run(triton: TritonServer, spec, transport: str, c: int, duration: float, raw: Path) -> dict:  # type: ignore[no-untyped-def]
@@ -57,9 +53,9 @@ def one_run(triton: TritonServer, spec, transport: str, c: int, duration: float,
         url = f"{gw.url}/v1/infer"
         subprocess.run(wrk_command(url, spec.mode, c, 2), capture_output=True, check=True)
         pid, tpid = gw.process.pid, triton.process.pid
-        before = (_cpu(pid, pid), _cpu(pid), _cpu(tpid))
+        before = _cpu(pid, tpid)
         r = subprocess.run(wrk_command(url, spec.mode, c, duration), capture_output=True, text=True, check=True)
-        after = (_cpu(pid, pid), _cpu(pid), _cpu(tpid))
+        after = _cpu(pid, tpid)
         res = parse_output(r.stdout)
         n = res.rps * duration
         per_req = [round((b - a) / n * 1e6, 1) for a, b in zip(before, after)]
@@ -83,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     conns = [int(x) for x in a.connections.split(",")]
     raw = Path(tempfile.mkdtemp(prefix="transport-ab-"))
     features = prepare_features(raw / "feature-repo", a.redis_url, raw / "features.log")
-    spec = replace(target_specs(["gateway_full"], features, ("--redis-url", a.redis_url))[0], triton_http=True)
+    spec = target_specs(["gateway_full"], features, ("--redis-url", a.redis_url))[0]
     runs = []
     with TritonServer(TritonRuntime.ensure(), models=["clf"], log_path=raw / "triton.log") as triton:
         for rnd in range(a.rounds):

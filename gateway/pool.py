@@ -129,7 +129,7 @@ class ReplicaPool:
     def make_infer(self, spec: ModelSpec, version: str) -> InferFn:
         template = RequestTemplate(spec, version)
         if self.http:   # inference over each replica's HTTP port (gateway/triton_http.py)
-            http = HTTPTemplate(spec.name, version, spec.inputs, spec.outputs, "triton")
+            http = HTTPTemplate(spec.name, version, spec.inputs, spec.outputs)
             build: Callable[[dict[str, np.ndarray]], Any] = http.build
 
             async def call(replica: Replica, payload: Any, timeout: float) -> dict[str, np.ndarray]:

@@ -117,7 +117,7 @@ class _Fake:
 
 def _payload() -> bytes:
     from gateway.tensors import TensorSpec
-    t = HTTPTemplate("m", "1", (TensorSpec("X", "FP32", (2,)),), (TensorSpec("Y", "FP32", (2,)),), "fake")
+    t = HTTPTemplate("m", "1", (TensorSpec("X", "FP32", (2,)),), (TensorSpec("Y", "FP32", (2,)),))
     return t.build({"X": np.zeros((1, 2), np.float32)})
 
 
