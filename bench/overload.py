@@ -103,6 +103,12 @@ def one_run(gw: GatewayProcess, mode: str, c: int, duration_s: float, tag: str, 
                     "floor_ms": round(promtext.total(after, "infergate_admission_floor_seconds") * 1e3, 3),
                     "estimate_ms": round(promtext.total(after, "infergate_admission_estimate_seconds") * 1e3, 3),
                     "shed_by_reason": shed,
+                    # 429s held back `admission_penalty_ms` because the connection resent
+                    # before its Retry-After, and 429s answered on the HTTP front's thread
+                    "penalised": promtext.total(after, "infergate_admission_penalised_total")
+                    - promtext.total(before, "infergate_admission_penalised_total"),
+                    "front_shed": promtext.total(after, "infergate_admission_front_shed_total")
+                    - promtext.total(before, "infergate_admission_front_shed_total"),
                     "rss_mb": round(_status_kb(gw.process.pid, "VmRSS") / 1024, 1),
                     "peak_rss_mb": round(_status_kb(gw.process.pid, "VmHWM") / 1024, 1)},
         "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
@@ -117,6 +123,8 @@ def median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "mode": runs[0]["mode"], "connections": runs[0]["connections"], "runs": len(runs),
         "goodput": med(lambda r: r["goodput"]), "rps": med(lambda r: r["rps"]),
         "shed_share": med(lambda r: r["shed"] / max(1, r["requests"])),
+        "penalised_share": med(lambda r: r["gateway"]["penalised"] / max(1, r["requests"])),
+        "front_shed_share": med(lambda r: r["gateway"]["front_shed"] / max(1, r["shed"]) if r["shed"] else None),
         "s5xx": sum(r["s5xx"] for r in runs), "other": sum(r["other"] for r in runs),
         "socket_errors": sum(sum(r["socket_errors"].values()) for r in runs),
         "p50_ms": med(lambda r: r["latency_ms"]["p50"]), "p99_ms": med(lambda r: r["latency_ms"]["p99"]),
@@ -229,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[overload] {label or 'adaptive'} {mode} c={c} run {i + 1}/{runs}: goodput {r['goodput']:.0f}/s "
                   f"shed {r['shed']} 5xx {r['s5xx']} p50 {r['latency_ms']['p50']:.1f} p99 "
                   f"{r['latency_ms']['p99']:.1f} ms probe429 p99 {r['probe']['p429_p99_ms']} "
+                  f"penalised {r['gateway']['penalised']:.0f} on front {r['gateway']['front_shed']:.0f} "
                   f"limit {r['gateway']['limit_end']:.0f} floor {r['gateway']['floor_ms']} ms "
                   f"load {r['loadavg_1m'][1]}", file=sys.stderr, flush=True)
         all_runs.extend(rs)

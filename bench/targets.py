@@ -131,11 +131,11 @@ def _redis_answers(url: str) -> bool:
 
 
 def start_gateway(spec: TargetSpec, triton_grpc: str, log_path: Path, admin_token: str,
-                  triton_http: str | None = None) -> GatewayProcess:
+                  triton_http: str | None = None, extra_env: dict[str, str] | None = None) -> GatewayProcess:
     # The matrix measures the path's capacity at each concurrency: the fixed cap alone, as
     # before issue 18 (adaptive admission would shed past the knee; `make overload` measures it).
     env = {"INFERGATE_REDIS_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
-           "INFERGATE_ADMIN_TOKENS": f"bench:{admin_token}", "INFERGATE_ADMISSION": "static"}
+           "INFERGATE_ADMIN_TOKENS": f"bench:{admin_token}", "INFERGATE_ADMISSION": "static", **(extra_env or {})}
     try:
         args = spec.gateway_args
         if triton_http and spec.triton_http:

@@ -108,6 +108,13 @@ class GatewayConfig:
     admission_min_limit: int = 32
     admission_tolerance: float = 10.0
     admission_window_ms: int = 100
+    # At the limit, plain 429s are answered on the HTTP front's own thread, without waiting
+    # for the event loop (gateway/rsgi.py); false: every refusal waits for the loop
+    admission_front_shed: bool = True
+    # While the front sheds, Python's GIL switch interval drops to this (ms) so that the
+    # front's thread gets the interpreter sooner to answer its 429s (Python's own: 5 ms);
+    # restored a second after the last refusal. 0 leaves the interval alone.
+    admission_shed_switch_ms: float = 0.5
     # A connection that resends sooner than Retry-After gets its next 429 this much later (0: never)
     admission_penalty_ms: int = 500
     # `sheddable` requests (x-priority, shadow calls, models below) get this share of the limit
@@ -156,6 +163,8 @@ class GatewayConfig:
             raise ValueError(f"admission must be adaptive or static, not {self.admission!r}")
         if self.admission_initial_limit <= 0 or self.admission_min_limit <= 0 or self.admission_window_ms <= 0:
             raise ValueError("admission limits and window must be positive")
+        if self.admission_shed_switch_ms < 0:
+            raise ValueError("admission_shed_switch_ms must be >= 0 (0 leaves Python's switch interval alone)")
         if self.admission_tolerance <= 1.0:
             raise ValueError("admission_tolerance must be above 1 (a multiple of the floor)")
         if not 0 < self.admission_sheddable_fraction <= 1:

@@ -121,6 +121,9 @@ class GatewayMetrics:
         self.admission_penalised = Counter("infergate_admission_penalised_total",
                                            "429s held back because the connection ignored Retry-After",
                                            registry=registry)
+        self.admission_front_shed = Counter("infergate_admission_front_shed_total",
+                                            "429s answered on the HTTP front's own thread, without the event loop "
+                                            "(also counted in infergate_admission_shed_total)", registry=registry)
         self.admission_bad_priority = Counter("infergate_admission_bad_priority_total",
                                               "Malformed x-priority headers (ignored)", registry=registry)
         self._variants: dict[tuple[str, str], VariantMetrics] = {}

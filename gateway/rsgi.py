@@ -9,12 +9,27 @@ a small RSGI → ASGI bridge to the Starlette apps, which serves what they send,
 Measured here (BENCHMARKS.md, "HTTP front"): on the full path at c=64 the gateway's Python
 thread spends ~a quarter of its time in uvicorn + httptools; granian parses and writes on its
 own thread.
+
+**Shedding on the front's thread.** Granian hands each request to the event loop from its own
+thread (`call_soon_threadsafe`), so under overload a refusal used to wait for the loop's turn
+behind every ready callback (15-60 ms p99 at 1,024-2,048 connections) and cost the loop a task.
+When the gateway is already at its adaptive limit, `RSGIFront.shedding` answers the 429 on
+granian's thread at the moment of hand-over instead, without the loop: one comparison per
+request while under the limit. Only a plain refusal is answered there (an inference route, no
+`x-request-timeout-ms` to validate, a well-formed or absent `x-priority`, a caller that honours
+Retry-After); anything else goes to the loop, which decides as before. The hook is granian's
+private scheduler factory (`granian._futures._cbsched_aioschedule`, pinned granian 2.8.x):
+`install_front_shedding()` wraps it once, and each front arms it in `__rsgi_init__`, which
+granian calls just before it builds that server's scheduler. Without the hook (another
+granian) nothing is shed on the thread and the loop refuses as before.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import sys
+import time
+from typing import Any, Callable
 
 from gateway import errors as E
 from gateway.app import hot_route, method_not_allowed
@@ -71,6 +86,34 @@ async def read_body(proto: Any, limit: int, declared: bytes | None) -> bytes:
     return b"".join(chunks)
 
 
+# Fronts waiting for granian to build their scheduler (see the module's doc).
+_ARMED: list["RSGIFront"] = []
+_INSTALLED: list[bool] = []
+
+
+def install_front_shedding() -> bool:
+    """Wrap granian's scheduler factory once so that an armed front sheds on granian's
+    thread; False (and a warning) when this granian has no such factory."""
+    if _INSTALLED:
+        return _INSTALLED[0]
+    try:
+        from granian import _futures
+        original = _futures._cbsched_aioschedule  # noqa: SLF001 - see the module's doc
+    except (ImportError, AttributeError):
+        log.warning("this granian has no scheduler hook: overload refusals are answered on the event loop")
+        _INSTALLED.append(False)
+        return False
+
+    def schedule_factory(loop: Any, ctx: Any, cb: Any) -> Callable[[Any], None]:
+        inner = original(loop, ctx, cb)
+        front = _ARMED.pop() if _ARMED else None
+        return front.shedding(inner) if front is not None else inner
+
+    _futures._cbsched_aioschedule = schedule_factory  # noqa: SLF001
+    _INSTALLED.append(True)
+    return True
+
+
 class RSGIFront:
     """An RSGI application: `gateway` answers the inference routes (None on the admin
     listener), `asgi` everything else."""
@@ -79,8 +122,92 @@ class RSGIFront:
                  unexpected: Any | None = None) -> None:
         self._asgi, self._gw, self._limit = asgi, gateway, limit
         self._unexpected = unexpected
+        self.front_shed = 0   # 429s answered on granian's thread (tests read it)
+        # Requests handed to the loop (written on granian's thread only) and started by it
+        # (written on the loop only): their difference is the loop's queue of new requests.
+        self.handed = 0
+        self.started = 0
+
+    def __rsgi_init__(self, loop: Any) -> None:
+        """Granian calls this just before it builds this server's scheduler: arm the hook."""
+        if self._gw is not None and _INSTALLED and _INSTALLED[0]:
+            _ARMED.append(self)
+
+    def shedding(self, inner: Callable[[Any], None]) -> Callable[[Any], None]:
+        """`inner` (granian's hand-over of a request to the loop) with the at-the-limit
+        refusal in front of it. Runs on granian's thread, holding the GIL."""
+        gw = self._gw
+        adm = gw.admission
+        lim, components = adm.limiter, gw.components
+        m = components.metrics
+        # Tallies of their own (this thread writes them; the loop writes its own).
+        shed = [m.counter(m.admission_shed.labels("limit", p)) for p in ("critical", "sheddable")]
+        overloaded = m.counter(m.rejected.labels("overloaded"))
+        on_front = m.counter(m.admission_front_shed)
+        status, body, _, extra = adm.overloaded_reply
+        headers = [("content-type", "application/json"), *((k.decode("latin-1"), v.decode("latin-1")) for k, v in extra or ())]
+        by_model, default = adm.by_model, adm.default_priority
+        priorities = {"critical": 0, "sheddable": 1}
+        fast_switch = gw.config.admission_shed_switch_ms / 1e3 if gw.config.admission_shed_switch_ms > 0 else None
+        normal_switch = sys.getswitchinterval()
+        switch = {"fast": False, "last": 0.0}
+
+        def refuse(watcher: Any) -> bool:
+            scope = watcher.scope
+            if scope.proto != "http" or scope.method != "POST" or not components.ready:
+                return False
+            hot, model = hot_route(scope.path)
+            if not hot:
+                return False
+            hdrs = scope.headers
+            if hdrs.get("x-request-timeout-ms") is not None:
+                return False            # validated, and its deadline applied, on the loop
+            raw = hdrs.get("x-priority")
+            if raw is None:
+                priority = by_model.get(model, default) if model is not None else default
+            else:
+                priority = priorities.get(raw.strip().lower(), -1)
+                if priority < 0:
+                    return False        # counted as malformed on the loop
+            if adm.penalty_s > 0 and adm.ignored_retry_after(scope.client):
+                return False            # a retry storm: the loop holds this 429 back
+            shed[priority].inc()
+            overloaded.inc()
+            on_front.inc()
+            self.front_shed += 1
+            if fast_switch is not None:
+                # Shedding: this thread waits for the GIL before each request it answers or
+                # hands over; a shorter switch interval makes the loop's thread let go sooner.
+                switch["last"] = time.monotonic()
+                if not switch["fast"]:
+                    switch["fast"] = True
+                    sys.setswitchinterval(fast_switch)
+            try:
+                watcher.proto.response_bytes(status, headers, body)
+            except ProtocolClosed:
+                pass
+            watcher.done()
+            return True
+
+        def schedule(watcher: Any) -> None:
+            # Requests handed to the loop and not started yet count against the limit too:
+            # a burst that the loop has not reached is refused here instead of queueing there.
+            if lim.in_flight + self.handed - self.started >= lim.limit:
+                try:
+                    if refuse(watcher):
+                        return
+                except Exception:  # noqa: BLE001 - never lose a request to the shortcut
+                    log.exception("shedding on the HTTP front's thread failed; the loop answers")
+            elif switch["fast"] and time.monotonic() - switch["last"] > 1.0:
+                switch["fast"] = False          # a second without shedding: Python's own again
+                sys.setswitchinterval(normal_switch)
+            self.handed += 1
+            inner(watcher)
+
+        return schedule
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        self.started += 1
         if scope.proto != "http":   # websockets are not served
             proto.close(403)
             return

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import uvloop
 
 from gateway.app import Gateway
-from gateway.rsgi import RSGIFront
+from gateway.rsgi import RSGIFront, install_front_shedding
 from gateway.config import METRICS_DIR_ENV, PROMETHEUS_DIR_ENVS, GatewayConfig
 
 log = logging.getLogger("infergate.server")
@@ -63,6 +63,8 @@ def serve(config: GatewayConfig, log_level: str = "warning", worker: bool = Fals
         if config.admin_port is not None:
             _check_free(config.host, config.admin_port)
     front = RSGIFront(gw, gw, config.max_body_bytes, gw.components.unexpected)
+    if config.admission_front_shed:
+        install_front_shedding()
     main = _granian(front, config.host, config.port, log_level, config.http_threads)
     admin = None
     if gw.admin_app is not None:
