@@ -124,6 +124,10 @@ class GatewayMetrics:
         self.admission_front_shed = Counter("infergate_admission_front_shed_total",
                                             "429s answered on the HTTP front's own thread, without the event loop "
                                             "(also counted in infergate_admission_shed_total)", registry=registry)
+        self.admission_front_queue = Gauge("infergate_admission_front_queue",
+                                           "Requests the HTTP front has handed to the event loop that it has not "
+                                           "started yet (they count against the limit)",
+                                           registry=registry, multiprocess_mode="livesum")
         self.admission_bad_priority = Counter("infergate_admission_bad_priority_total",
                                               "Malformed x-priority headers (ignored)", registry=registry)
         self._variants: dict[tuple[str, str], VariantMetrics] = {}

@@ -75,12 +75,13 @@ async def test_overload_sheds_with_429_and_keeps_admitted_latency_bounded(
 
 
 # Kept at its bar, not moved: on a quiet 2-core VM (2026-11-29) the probe's 429 p99 was
-# 3.9, 5.4 and 10.1 ms in three runs (p50 0.6-0.7 ms): a 429 waits for the event-loop turn
-# it arrives in, and under saturation a turn takes several ms. Making the shed path cheap is
-# issue 18's work (adaptive admission before the body is read); until then this is a known,
-# reported miss rather than a failing CI run.
-@pytest.mark.xfail(strict=False, reason="issue 18: a 429 waits for a busy event-loop turn; "
-                                        "probe p99 3.9-10.1 ms against the 5 ms bar on a quiet VM")
+# 3.9, 5.4 and 10.1 ms in three runs (p50 0.6-0.7 ms): a 429 waited for the event-loop turn
+# it arrived in. Since 2026-12-06 the at-the-limit 429s are answered on granian's own thread
+# (gateway/rsgi.py), without the loop; that thread still needs the GIL to take each request,
+# so on a busy 2-core VM the p99 stays above the bar in some runs (3.95 and 33 ms in two runs
+# on the slower VM of 12-06). A known, reported miss rather than a failing CI run.
+@pytest.mark.xfail(strict=False, reason="issue 18: the front's thread waits for the GIL under load; "
+                                        "probe p99 3.9-33 ms against the 5 ms bar")
 async def test_overload_answers_429_within_5ms_p99(
         triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> None:
     await _overload(triton, tmp_path_factory, "overload/512_connections_429_latency", _short_backoff,
@@ -123,6 +124,13 @@ async def _overload(triton: TritonServer, tmp_path_factory: pytest.TempPathFacto
         alive = gw.process.poll() is None
         front_shed = _metric(gw.url, "infergate_admission_front_shed_total")
         penalised = _metric(gw.url, "infergate_admission_penalised_total")
+        # Every request the front handed to the loop has started once the load is over (a
+        # leak here would count against the limit for ever).
+        for _ in range(40):
+            front_queue = _metric(gw.url, "infergate_admission_front_queue")
+            if front_queue == 0:
+                break
+            await asyncio.sleep(0.05)
     finally:
         gw.stop()
     probe_out = json.loads(probed)
@@ -144,7 +152,7 @@ async def _overload(triton: TritonServer, tmp_path_factory: pytest.TempPathFacto
                   "shed_p50_ms": round(percentile(probe_shed, 50) * 1e3, 2) if probe_shed else None,
                   "shed_p99_ms": round(percentile(probe_shed, 99) * 1e3, 2) if probe_shed else None},
         "server_errors": sum(o.status >= 500 for o in run.outcomes),
-        "shed_on_front": front_shed, "shed_penalised": penalised,
+        "shed_on_front": front_shed, "shed_penalised": penalised, "front_queue_after": front_queue,
         "gateway_rss_idle_mb": round(rss_idle / 1024, 1), "gateway_peak_rss_mb": round(mem["VmHWM"] / 1024, 1),
     }
     record(scenario, summary)
@@ -157,6 +165,7 @@ async def _overload(triton: TritonServer, tmp_path_factory: pytest.TempPathFacto
     # The at-the-limit 429s are answered on the HTTP front's thread (gateway/rsgi.py): the
     # hook into the pinned granian is in effect.
     assert front_shed > 0, summary
+    assert front_queue == 0, summary
     assert summary["admitted_p99_ms"] < ADMITTED_P99_MS, summary
     assert summary["gateway_peak_rss_mb"] < PEAK_RSS_MB, summary
     assert len(probe_shed) >= 20, f"the probe saw too few 429s to time them: {summary['probe']}"
