@@ -17,11 +17,14 @@ When the gateway is already at its adaptive limit, `RSGIFront.shedding` answers 
 granian's thread at the moment of hand-over instead, without the loop: one comparison per
 request while under the limit. Only a plain refusal is answered there (an inference route, no
 `x-request-timeout-ms` to validate, a well-formed or absent `x-priority`, a caller that honours
-Retry-After); anything else goes to the loop, which decides as before. The hook is granian's
-private scheduler factory (`granian._futures._cbsched_aioschedule`, pinned granian 2.8.x):
-`install_front_shedding()` wraps it once, and each front arms it in `__rsgi_init__`, which
-granian calls just before it builds that server's scheduler. Without the hook (another
-granian) nothing is shed on the thread and the loop refuses as before.
+Retry-After); anything else goes to the loop, which decides as before. Requests handed to the
+loop and not started yet count against the limit here, so a burst the loop has not reached is
+refused instead of queued. While it sheds, Python's GIL switch interval is shortened
+(`admission_shed_switch_ms`), since granian's thread needs the GIL for every request it takes
+in. The hook is granian's private scheduler factory (`granian._futures._cbsched_aioschedule`,
+pinned granian 2.8.x): `install_front_shedding()` wraps it once, and each front arms it in
+`__rsgi_init__`, which granian calls just before it builds that server's scheduler. Without
+the hook (another granian) nothing is shed on the thread and the loop refuses as before.
 """
 
 from __future__ import annotations
