@@ -50,7 +50,7 @@ class PredictionLog:
     """Bounded buffer on the hot path, batched XADDs off it."""
 
     __slots__ = ("_redis", "key", "outcomes_key", "maxlen", "_buf", "_cap", "batch", "interval_s",
-                 "_task", "_wake", "dropped", "_dropped_c", "_sent_c", "sent")
+                 "_task", "_wake", "dropped", "_dropped_c", "_sent_c", "sent", "_closing")
 
     def __init__(self, redis: Any, prefix: str, registry: CollectorRegistry, *, maxlen: int = 100_000,
                  buffer: int = 10_000, batch: int = 500, interval_s: float = 0.1) -> None:
@@ -60,6 +60,7 @@ class PredictionLog:
         self.maxlen, self._cap, self.batch, self.interval_s = maxlen, buffer, batch, interval_s
         self._buf: deque = deque()
         self._task: asyncio.Task | None = None
+        self._closing = False
         self.dropped = 0
         self.sent = 0
         self._dropped_c = Counter("infergate_prediction_log_dropped", "Prediction records dropped "
@@ -84,12 +85,17 @@ class PredictionLog:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self, timeout: float = 2.0) -> None:
+        """Stop the writer and send what is still buffered, each within `timeout`. The writer
+        also stops by itself at its next turn (`_closing`), so a cancellation that does not
+        end it cannot hold the shutdown: once (2026-12-06, a worker of a two-worker gateway)
+        the writer was found still looping with its cancel request consumed, and the
+        shutdown waited for it for ever."""
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            done, _ = await asyncio.wait({self._task}, timeout=timeout)
+            if not done:
+                log.warning("prediction log: the writer did not stop within %.1f s; leaving it", timeout)
             self._task = None
         try:   # what is still buffered, within a deadline
             await asyncio.wait_for(self._drain(), timeout)
@@ -103,9 +109,9 @@ class PredictionLog:
             await self.flush()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.interval_s)
-            while self._buf:
+            while self._buf and not self._closing:
                 await self.flush()
                 if len(self._buf) < self.batch:
                     break
