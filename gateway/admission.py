@@ -203,17 +203,16 @@ class Admission:
     def __init__(self, limiter: Limiter, default_priority: int, by_model: Mapping[str, int],
                  metrics: "GatewayMetrics", penalty_s: float = 0.5) -> None:
         self.limiter = limiter
-        # A connection that sends again sooner than the Retry-After it was given, twice in a
-        # row (a retry storm), gets its next 429 only after `penalty_s`: each such caller then costs the
+        # A connection that sends again sooner than the Retry-After it was given (a retry
+        # storm) gets its next 429 only after `penalty_s`: each such caller then costs the
         # event loop one cheap answer per `penalty_s` instead of one per round trip, and the
         # admitted requests keep the loop. Callers that honour Retry-After never wait.
         self.penalty_s = penalty_s
         self.retry_after_s = float(RETRY_AFTER_S)
-        # connection (client address, port) -> (when it was last refused, how many times in
-        # a row it resent sooner than Retry-After); two generations, each one Retry-After
-        # long, so the memory is bounded by the refusals of ~2 s.
-        self._recent: dict[object, tuple[float, int]] = {}
-        self._older: dict[object, tuple[float, int]] = {}
+        # connection (client address, port) -> when it was last refused; two generations,
+        # each one Retry-After long, so the memory is bounded by the refusals of ~2 s.
+        self._recent: dict[object, float] = {}
+        self._older: dict[object, float] = {}
         self._rotate_at = 0.0
         self.default_priority = default_priority
         self.by_model = dict(by_model)
@@ -270,22 +269,18 @@ class Admission:
         return status, body, b"application/json", extra
 
     def ignored_retry_after(self, client: object) -> bool:
-        """Record this refusal; True when the same connection has now resent sooner than
-        its Retry-After twice in a row (one early resend is forgiven: a client's timer that
-        fires a little early, or a load generator that hands a back-off to the wrong
-        connection, must not cost an honest caller the penalty; a storm resends at once,
-        every time). Also called on the HTTP front's thread (gateway/rsgi.py): each dict
-        operation is atomic under the GIL; a race may lose one record, i.e. one strike."""
+        """Record this refusal; True when the same connection was refused less than one
+        Retry-After ago. (Also called on the HTTP front's thread, gateway/rsgi.py: each dict
+        operation is atomic under the GIL; a race may lose one record, i.e. one penalty.)"""
         now = time.monotonic()
         if now >= self._rotate_at:
             self._older, self._recent = self._recent, {}
             self._rotate_at = now + self.retry_after_s
-        seen = self._recent.get(client)
-        if seen is None:
-            seen = self._older.get(client)
-        strikes = seen[1] + 1 if seen is not None and now - seen[0] < self.retry_after_s else 0
-        self._recent[client] = (now, strikes)
-        return strikes >= 2
+        last = self._recent.get(client)
+        if last is None:
+            last = self._older.get(client)
+        self._recent[client] = now
+        return last is not None and now - last < self.retry_after_s
 
     def recheck_model(self, model: str) -> bool:
         """For /v1/infer, whose model is in the body: True when the model's default priority
