@@ -35,6 +35,7 @@ import time
 from typing import Any, Callable
 
 from gateway import errors as E
+from gateway.admission import PRIORITIES, parse_priority
 from gateway.app import hot_route, method_not_allowed
 from gateway.asgi import JSON, OCTETS, ClientGone, Headers, Reply, error_reply
 
@@ -147,14 +148,12 @@ class RSGIFront:
         lim, components = adm.limiter, gw.components
         m = components.metrics
         # Tallies of their own (this thread writes them; the loop writes its own).
-        shed = [m.counter(m.admission_shed.labels("limit", p)) for p in ("critical", "sheddable")]
+        shed = [m.counter(m.admission_shed.labels("limit", p)) for p in PRIORITIES]
         overloaded = m.counter(m.rejected.labels("overloaded"))
         on_front = m.counter(m.admission_front_shed)
         m.track(m.admission_front_queue, lambda: self.handed - self.started)
-        status, body, _, extra = adm.overloaded_reply
-        headers = [("content-type", "application/json"), *((k.decode("latin-1"), v.decode("latin-1")) for k, v in extra or ())]
+        reply = adm.overloaded_reply
         by_model, default = adm.by_model, adm.default_priority
-        priorities = {"critical": 0, "sheddable": 1}
         fast_switch = gw.config.admission_shed_switch_ms / 1e3 if gw.config.admission_shed_switch_ms > 0 else None
         normal_switch = sys.getswitchinterval()
         switch = {"fast": False, "last": 0.0}
@@ -173,8 +172,8 @@ class RSGIFront:
             if raw is None:
                 priority = by_model.get(model, default) if model is not None else default
             else:
-                priority = priorities.get(raw.strip().lower(), -1)
-                if priority < 0:
+                priority, bad = parse_priority(raw.encode("latin-1"), default)
+                if bad:
                     return False        # counted as malformed on the loop
             if adm.penalty_s > 0 and adm.ignored_retry_after(scope.client):
                 return False            # a retry storm: the loop holds this 429 back
@@ -189,10 +188,7 @@ class RSGIFront:
                 if not switch["fast"]:
                     switch["fast"] = True
                     sys.setswitchinterval(fast_switch)
-            try:
-                watcher.proto.response_bytes(status, headers, body)
-            except ProtocolClosed:
-                pass
+            respond(watcher.proto, reply)
             watcher.done()
             return True
 
