@@ -6,10 +6,13 @@
 --
 -- MODE: honour  back off after a 429/503 as Retry-After says (well-behaved callers)
 --       storm   resend at once (a retry storm: callers that ignore Retry-After)
--- wrk calls delay() before each request of a connection once its last answer was handled,
--- but does not say which connection: response() queues one back-off per 429 and delay()
--- hands them out in order, so a back-off may land on another connection of the same thread
--- that just got its answer. The number and length of the pauses are what the callers asked.
+-- wrk calls delay() once before each request of a connection, after that connection's
+-- response() (its answer handled), but does not say which connection. So in honour mode every
+-- response() queues one entry (the back-off for a 429/503, 0 otherwise) and delay() hands them
+-- out in order: wrk's event loop makes a connection writable in the order the answers came, so
+-- each connection gets its own back-off. (Queuing only the back-offs handed one to whichever
+-- connection asked next, often one that just got a 200, while the 429's connection resent at
+-- once and was held by the gateway's retry-storm penalty: ~1 % of answers.)
 -- done() prints one line "OVERLOAD_JSON {...}" that bench/overload.py parses.
 
 local threads = {}
@@ -46,6 +49,10 @@ end
 function response(status, headers, body)
   if status == 200 then
     ok = ok + 1
+    if honour then
+      tail = tail + 1
+      queue[tail] = 0
+    end
     return
   end
   if status == 429 then
@@ -62,6 +69,9 @@ function response(status, headers, body)
     queue[tail] = ms
     backoffs = backoffs + 1
     backoff_ms_total = backoff_ms_total + ms
+  elseif honour then
+    tail = tail + 1
+    queue[tail] = 0
   end
 end
 
