@@ -20,8 +20,10 @@ request while under the limit. Only a plain refusal is answered there (an infere
 Retry-After); anything else goes to the loop, which decides as before. Requests handed to the
 loop and not started yet count against the limit here, so a burst the loop has not reached is
 refused instead of queued. While it sheds, Python's GIL switch interval is shortened
-(`admission_shed_switch_ms`), since granian's thread needs the GIL for every request it takes
-in. The hook is granian's private scheduler factory (`granian._futures._cbsched_aioschedule`,
+(`admission_shed_switch_ms`, 20 µs), since granian's thread needs the GIL for every request it
+takes in; in a retry storm (over a tenth of the refused resent early) less so
+(`admission_storm_switch_ms`, 0.5 ms): the loop then takes in most requests, and frequent
+hand-offs cost it throughput. The hook is granian's private scheduler factory (`granian._futures._cbsched_aioschedule`,
 pinned granian 2.8.x): `install_front_shedding()` wraps it once, and each front arms it in
 `__rsgi_init__`, which granian calls just before it builds that server's scheduler. Without
 the hook (another granian) nothing is shed on the thread and the loop refuses as before.
@@ -154,9 +156,31 @@ class RSGIFront:
         m.track(m.admission_front_queue, lambda: self.handed - self.started)
         reply = adm.overloaded_reply
         by_model, default = adm.by_model, adm.default_priority
-        fast_switch = gw.config.admission_shed_switch_ms / 1e3 if gw.config.admission_shed_switch_ms > 0 else None
+        cfg = gw.config
         normal_switch = sys.getswitchinterval()
-        switch = {"fast": False, "last": 0.0}
+        fast_switch = cfg.admission_shed_switch_ms / 1e3 if cfg.admission_shed_switch_ms > 0 else normal_switch
+        storm_switch = cfg.admission_storm_switch_ms / 1e3 if cfg.admission_storm_switch_ms > 0 else normal_switch
+        m.track(m.admission_switch_interval, sys.getswitchinterval)
+        # The interval in force, the last refusal's time, and this second's tally of the
+        # refusals made here and of the retry-storm callers seen at the limit.
+        sw = {"now": normal_switch, "last": 0.0, "until": 0.0, "shed": 0, "storm": 0, "stormy": False}
+
+        def shedding_now(storm: bool) -> None:
+            # Shedding: this thread waits for the GIL before each request it answers or hands
+            # over; a shorter switch interval makes the loop's thread let go sooner. Once a
+            # second: a retry storm when over a tenth of those refused resent early.
+            now = time.monotonic()
+            sw["last"] = now
+            if now >= sw["until"]:
+                total = sw["shed"] + sw["storm"]
+                sw["stormy"] = total > 0 and sw["storm"] * 10 > total
+                sw["shed"] = sw["storm"] = 0
+                sw["until"] = now + 1.0
+            sw["storm" if storm else "shed"] += 1
+            want = storm_switch if sw["stormy"] else fast_switch
+            if want != sw["now"]:
+                sw["now"] = want
+                sys.setswitchinterval(want)
 
         def refuse(watcher: Any) -> bool:
             scope = watcher.scope
@@ -176,18 +200,13 @@ class RSGIFront:
                 if bad:
                     return False        # counted as malformed on the loop
             if adm.penalty_s > 0 and adm.ignored_retry_after(scope.client):
+                shedding_now(True)
                 return False            # a retry storm: the loop holds this 429 back
             shed[priority].inc()
             overloaded.inc()
             on_front.inc()
             self.front_shed += 1
-            if fast_switch is not None:
-                # Shedding: this thread waits for the GIL before each request it answers or
-                # hands over; a shorter switch interval makes the loop's thread let go sooner.
-                switch["last"] = time.monotonic()
-                if not switch["fast"]:
-                    switch["fast"] = True
-                    sys.setswitchinterval(fast_switch)
+            shedding_now(False)
             respond(watcher.proto, reply)
             watcher.done()
             return True
@@ -201,8 +220,8 @@ class RSGIFront:
                         return
                 except Exception:  # noqa: BLE001 - never lose a request to the shortcut
                     log.exception("shedding on the HTTP front's thread failed; the loop answers")
-            elif switch["fast"] and time.monotonic() - switch["last"] > 1.0:
-                switch["fast"] = False          # a second without shedding: Python's own again
+            elif sw["now"] != normal_switch and time.monotonic() - sw["last"] > 1.0:
+                sw["now"] = normal_switch       # a second without shedding: Python's own again
                 sys.setswitchinterval(normal_switch)
             self.handed += 1
             inner(watcher)

@@ -41,13 +41,15 @@ class Watcher:
         self.finished += 1
 
 
-def make(limit: int = 4, by_model: dict[str, int] | None = None, penalty_s: float = 0.5, switch_ms: float = 0.0):
+def make(limit: int = 4, by_model: dict[str, int] | None = None, penalty_s: float = 0.5, switch_ms: float = 0.0,
+         storm_ms: float = 0.0):
     reg = CollectorRegistry()
     m = GatewayMetrics(reg)
     lim = Limiter(initial=limit, min_limit=limit, max_limit=limit)
     adm = Admission(lim, CRITICAL, by_model or {}, m, penalty_s)
     gw = SimpleNamespace(admission=adm, components=SimpleNamespace(ready=True, metrics=m),
-                         config=SimpleNamespace(admission_shed_switch_ms=switch_ms))
+                         config=SimpleNamespace(admission_shed_switch_ms=switch_ms,
+                                                admission_storm_switch_ms=storm_ms))
     front = RSGIFront(None, gw)
     handed: list[Watcher] = []
     return front, front.shedding(handed.append), lim, handed, reg
@@ -167,18 +169,67 @@ def test_shedding_shortens_the_switch_interval_until_a_second_without_refusals(
     now = [500.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
     try:
-        front, schedule, lim, handed, _ = make(limit=1, switch_ms=0.5)
+        front, schedule, lim, handed, reg = make(limit=1, switch_ms=0.02, storm_ms=0.5)
         fill(lim, 1)
         schedule(Watcher(client="a:1"))
-        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        assert sys.getswitchinterval() == pytest.approx(0.00002)
+        assert value(reg, "infergate_admission_switch_interval_seconds") == pytest.approx(0.00002)
         lim.done(0.0, False)
         now[0] += 0.5
         schedule(Watcher(client="a:2"))             # handed over, but shed 0.5 s ago
-        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        assert sys.getswitchinterval() == pytest.approx(0.00002)
         front.started += 1
         now[0] += 1.1
         schedule(Watcher(client="a:3"))
         assert sys.getswitchinterval() == pytest.approx(normal) and len(handed) == 2
+        assert value(reg, "infergate_admission_switch_interval_seconds") == pytest.approx(normal)
+    finally:
+        sys.setswitchinterval(normal)
+
+
+def test_a_retry_storm_gets_the_longer_switch_interval_and_well_behaved_callers_the_short_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a second the front judges the second before: over a tenth of the callers refused at
+    the limit resent before their Retry-After (the loop holds those) means a storm."""
+    import sys
+
+    normal = sys.getswitchinterval()
+    now = [800.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    try:
+        front, schedule, lim, handed, _ = make(limit=1, switch_ms=0.02, storm_ms=0.5)
+        fill(lim, 1)
+        # second 1: 8 refused, and 2 of them come back 0.1 s later (storm callers: to the loop)
+        for i in range(8):
+            schedule(Watcher(client=f"s:{i}"))
+        now[0] += 0.1
+        schedule(Watcher(client="s:0"))
+        schedule(Watcher(client="s:1"))
+        assert [w.scope.client for w in handed] == ["s:0", "s:1"]
+        assert sys.getswitchinterval() == pytest.approx(0.00002)   # not judged yet
+        # second 2 starts: 2 of 10 were a storm -> the storm's interval for this second
+        now[0] += 1.0
+        schedule(Watcher(client="t:0"))
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        # second 3: 1 storm caller of 11 (< a tenth counts as calm): the short one again
+        for i in range(1, 10):
+            schedule(Watcher(client=f"t:{i}"))
+        now[0] += 0.2
+        schedule(Watcher(client="t:0"))             # early: storm
+        now[0] += 1.0
+        schedule(Watcher(client="u:0"))
+        assert sys.getswitchinterval() == pytest.approx(0.00002)
+        # a storm's interval of 0 leaves Python's own
+        sys.setswitchinterval(normal)
+        front, schedule, lim, handed, _ = make(limit=1, switch_ms=0.02, storm_ms=0.0)
+        fill(lim, 1)
+        now[0] += 10
+        schedule(Watcher(client="v:0"))
+        now[0] += 0.1
+        schedule(Watcher(client="v:0"))
+        now[0] += 1.0
+        schedule(Watcher(client="v:1"))
+        assert sys.getswitchinterval() == pytest.approx(normal)
     finally:
         sys.setswitchinterval(normal)
 
