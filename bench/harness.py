@@ -34,7 +34,7 @@ from typing import Any
 
 from bench import checks, promtext, procstat, report, stats
 from bench.targets import (ALL_TARGETS, EXTRA_TARGETS, TRITON_PATH, FeatureSetup, TargetSpec, TargetStartError,
-                           experiment_weights, prepare_features, probe, start_gateway, target_specs)
+                           drop_keys, experiment_weights, prepare_features, probe, start_gateway, target_specs)
 from bench.peers.launch import PEERS, PeerError, PeerServer
 from bench.wrk import run_wrk, wrk_binary, wrk_command
 from runtime.stack import GatewayProcess
@@ -146,6 +146,7 @@ class Harness:
         finally:
             if gw is not None:
                 gw.stop()
+                drop_keys(gw, self.plan.redis_url)
 
     def run_peer(self, name: str) -> None:
         """The same cells against a Python serving peer (KServe v2 JSON, Triton's body)."""

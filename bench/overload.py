@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import promtext
+from bench.targets import bench_prefix, drop_keys
 from bench.wrk import wrk_binary
 from runtime.stack import GatewayProcess
 from runtime.triton import ROOT, TritonRuntime, TritonServer
@@ -273,12 +274,16 @@ def main(argv: list[str] | None = None) -> int:
 
     triton = TritonServer(TritonRuntime.ensure(), models=["clf"], log_path=raw / "triton.log").start()
     args = ["--features", "off", "--triton-http-url", triton.http_url]   # as `make serve` runs it
+    asked_env = dict(gw_env)
+    # Redis keys of the run's own, dropped after (a new unit id per request)
+    gw_env.setdefault("INFERGATE_REDIS_KEY_PREFIX", bench_prefix("overload"))
     try:
         if not a.no_static:
-            with GatewayProcess(triton.grpc_url, args=args, env={"INFERGATE_ADMISSION": "static"},
-                                log_path=raw / "gateway-static.log") as gw:
+            static_env = {"INFERGATE_ADMISSION": "static", "INFERGATE_REDIS_KEY_PREFIX": bench_prefix("overload")}
+            with GatewayProcess(triton.grpc_url, args=args, env=static_env, log_path=raw / "gateway-static.log") as gw:
                 wrk_run(gw.url, "honour", 1, 2.0, "warm")
                 static_c1 = cell(gw, "honour", 1, "static")
+            drop_keys(gw)
         with GatewayProcess(triton.grpc_url, args=args, env=gw_env, log_path=raw / "gateway.log") as gw:
             wrk_run(gw.url, "honour", 1, 2.0, "warm")
             for mode in modes:
@@ -286,12 +291,13 @@ def main(argv: list[str] | None = None) -> int:
                     cells[mode, c] = cell(gw, mode, c)
                     if mode == "storm" or c >= 1024:
                         time.sleep(2.0)   # let the back-offs and the limit settle between cells
+        drop_keys(gw)
     finally:
         triton.stop()
     bars = judge(cells, static_c1)
     doc = {"schema": 1, "created_utc": stamp, "command": " ".join([sys.executable, "-m", "bench.overload",
                                                                    *(sys.argv[1:] if argv is None else argv)]),
-           "gateway_env": gw_env, "duration_s": duration, "runs": runs, "wall_s": round(time.monotonic() - started, 1),
+           "gateway_env": asked_env, "duration_s": duration, "runs": runs, "wall_s": round(time.monotonic() - started, 1),
            "machine": {"cpus": os.cpu_count(), "loadavg_end": list(os.getloadavg())},
            "static_c1": static_c1, "cells": list(cells.values()), "bars": bars, "raw_runs": all_runs}
     a.out.mkdir(parents=True, exist_ok=True)

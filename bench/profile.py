@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterable
 
 from bench.harness import DEFAULT_OUT
-from bench.targets import ALL_TARGETS, FeatureSetup, prepare_features, probe, start_gateway, target_specs
+from bench.targets import ALL_TARGETS, FeatureSetup, drop_keys, prepare_features, probe, start_gateway, target_specs
 from bench.wrk import parse_output, wrk_binary, wrk_command
 from runtime.triton import TritonRuntime, TritonServer
 
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 reports.append(parse_output(out))
         finally:
             gw.stop()
+            drop_keys(gw, a.redis_url)
     res = reports[0]
     header = (f"gateway profile: target {spec.name} (features {spec.features}{'; ' + spec.note if spec.note else ''}), "
               f"wrk c={a.connections}, {a.duration}s at {a.rate} Hz\n"

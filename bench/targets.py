@@ -134,7 +134,7 @@ def start_gateway(spec: TargetSpec, triton_grpc: str, log_path: Path, admin_toke
                   triton_http: str | None = None, extra_env: dict[str, str] | None = None) -> GatewayProcess:
     # The matrix measures the path's capacity at each concurrency: the fixed cap alone, as
     # before issue 18 (adaptive admission would shed past the knee; `make overload` measures it).
-    env = {"INFERGATE_REDIS_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
+    env = {"INFERGATE_REDIS_KEY_PREFIX": bench_prefix(spec.name),
            "INFERGATE_ADMIN_TOKENS": f"bench:{admin_token}", "INFERGATE_ADMISSION": "static", **(extra_env or {})}
     try:
         args = spec.gateway_args
@@ -143,6 +143,42 @@ def start_gateway(spec: TargetSpec, triton_grpc: str, log_path: Path, admin_toke
         return GatewayProcess(triton_grpc, args=args, env=env, log_path=log_path).start()
     except TritonStartError as exc:
         raise TargetStartError(f"{spec.name}: {exc}") from None
+
+
+BENCH_PREFIX = "bench-"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def bench_prefix(kind: str) -> str:
+    """A Redis key prefix of a benchmark gateway's own (`drop_keys` removes its keys after)."""
+    return f"{BENCH_PREFIX}{kind}-{uuid.uuid4().hex[:8]}:"
+
+
+def drop_keys(gw: GatewayProcess, redis_url: str = DEFAULT_REDIS_URL) -> int:
+    """Delete what a benchmark gateway wrote to Redis under its own prefix (the router's
+    distinct-unit sets, the prediction stream): load with a new unit id per request leaves
+    ~100 bytes per request there for the sets' 7-day TTL otherwise (580 MB after a few
+    `make overload`s). Only a `bench-` prefix is ever dropped. Returns the keys removed."""
+    import redis
+
+    prefix = gw.env.get("INFERGATE_REDIS_KEY_PREFIX", "")
+    if not prefix.startswith(BENCH_PREFIX):
+        return 0
+    r = redis.Redis.from_url(redis_url, socket_timeout=10)
+    removed, batch = 0, []
+    try:
+        for key in r.scan_iter(match=prefix + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                removed += r.unlink(*batch)
+                batch = []
+        if batch:
+            removed += r.unlink(*batch)
+    except redis.RedisError as exc:
+        print(f"could not drop the benchmark's Redis keys {prefix}*: {exc}", file=sys.stderr)
+    finally:
+        r.close()
+    return removed
 
 
 def probe(url: str, mode: str) -> str | None:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from bench import procstat, promtext
-from bench.targets import prepare_features, probe, start_gateway, target_specs
+from bench.targets import drop_keys, prepare_features, probe, start_gateway, target_specs
 from bench.wrk import parse_output, wrk_command
 from runtime.triton import TritonRuntime, TritonServer
 
@@ -56,7 +56,7 @@ def parse_variant(text: str) -> tuple[str, str, dict[str, str]]:
 
 
 def one_run(triton: TritonServer, spec, variant: tuple[str, str, dict[str, str]], c: int, duration: float,  # type: ignore[no-untyped-def]
-            raw: Path) -> dict:
+            raw: Path, redis_url: str) -> dict:
     name, transport, env = variant
     gw = start_gateway(spec, triton.grpc_url, raw / f"gateway-{name}-{c}.log", "ab",
                        triton.http_url if transport == "http" else None, env)
@@ -79,6 +79,7 @@ def one_run(triton: TritonServer, spec, variant: tuple[str, str, dict[str, str]]
                 "tritonserver_us_per_req": per_req[2]}
     finally:
         gw.stop()
+        drop_keys(gw, redis_url)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(a.rounds):
             for c in conns:
                 for variant in variants:
-                    r = one_run(triton, spec, variant, c, a.duration, raw)
+                    r = one_run(triton, spec, variant, c, a.duration, raw, a.redis_url)
                     r["round"] = rnd
                     runs.append(r)
                     print(json.dumps(r), file=sys.stderr)
