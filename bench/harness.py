@@ -146,7 +146,7 @@ class Harness:
         finally:
             if gw is not None:
                 gw.stop()
-                drop_keys(gw, self.plan.redis_url)
+                drop_keys(gw)
 
     def run_peer(self, name: str) -> None:
         """The same cells against a Python serving peer (KServe v2 JSON, Triton's body)."""

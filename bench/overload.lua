@@ -47,32 +47,27 @@ function request()
 end
 
 function response(status, headers, body)
+  local ms = 0
   if status == 200 then
     ok = ok + 1
-    if honour then
-      tail = tail + 1
-      queue[tail] = 0
-    end
-    return
-  end
-  if status == 429 then
+  elseif status == 429 then
     shed = shed + 1
   elseif status >= 500 then
     s5xx = s5xx + 1
   else
     other = other + 1
   end
-  if honour and (status == 429 or status == 503) then
+  if not honour then
+    return
+  end
+  if status == 429 or status == 503 then
     local ra = tonumber(headers["retry-after"] or headers["Retry-After"] or "1") or 1
-    local ms = math.floor(ra * 1000 * (1 + 0.5 * math.random()))
-    tail = tail + 1
-    queue[tail] = ms
+    ms = math.floor(ra * 1000 * (1 + 0.5 * math.random()))
     backoffs = backoffs + 1
     backoff_ms_total = backoff_ms_total + ms
-  elseif honour then
-    tail = tail + 1
-    queue[tail] = 0
   end
+  tail = tail + 1
+  queue[tail] = ms
 end
 
 function delay()

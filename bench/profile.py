@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 reports.append(parse_output(out))
         finally:
             gw.stop()
-            drop_keys(gw, a.redis_url)
+            drop_keys(gw)
     res = reports[0]
     header = (f"gateway profile: target {spec.name} (features {spec.features}{'; ' + spec.note if spec.note else ''}), "
               f"wrk c={a.connections}, {a.duration}s at {a.rate} Hz\n"

@@ -154,7 +154,15 @@ def bench_prefix(kind: str) -> str:
     return f"{BENCH_PREFIX}{kind}-{uuid.uuid4().hex[:8]}:"
 
 
-def drop_keys(gw: GatewayProcess, redis_url: str = DEFAULT_REDIS_URL) -> int:
+def _redis_url_of(gw: GatewayProcess) -> str:
+    """The Redis the gateway itself was told to use (its flag, else its environment)."""
+    args = list(gw.args)
+    if "--redis-url" in args[:-1]:
+        return args[args.index("--redis-url") + 1]
+    return gw.env.get("INFERGATE_REDIS_URL", DEFAULT_REDIS_URL)
+
+
+def drop_keys(gw: GatewayProcess) -> int:
     """Delete what a benchmark gateway wrote to Redis under its own prefix (the router's
     distinct-unit sets, the prediction stream): load with a new unit id per request leaves
     ~100 bytes per request there for the sets' 7-day TTL otherwise (580 MB after a few
@@ -164,7 +172,7 @@ def drop_keys(gw: GatewayProcess, redis_url: str = DEFAULT_REDIS_URL) -> int:
     prefix = gw.env.get("INFERGATE_REDIS_KEY_PREFIX", "")
     if not prefix.startswith(BENCH_PREFIX):
         return 0
-    r = redis.Redis.from_url(redis_url, socket_timeout=10)
+    r = redis.Redis.from_url(_redis_url_of(gw), socket_timeout=10)
     removed, batch = 0, []
     try:
         for key in r.scan_iter(match=prefix + "*", count=1000):

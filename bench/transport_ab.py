@@ -56,7 +56,7 @@ def parse_variant(text: str) -> tuple[str, str, dict[str, str]]:
 
 
 def one_run(triton: TritonServer, spec, variant: tuple[str, str, dict[str, str]], c: int, duration: float,  # type: ignore[no-untyped-def]
-            raw: Path, redis_url: str) -> dict:
+            raw: Path) -> dict:
     name, transport, env = variant
     gw = start_gateway(spec, triton.grpc_url, raw / f"gateway-{name}-{c}.log", "ab",
                        triton.http_url if transport == "http" else None, env)
@@ -79,7 +79,7 @@ def one_run(triton: TritonServer, spec, variant: tuple[str, str, dict[str, str]]
                 "tritonserver_us_per_req": per_req[2]}
     finally:
         gw.stop()
-        drop_keys(gw, redis_url)
+        drop_keys(gw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(a.rounds):
             for c in conns:
                 for variant in variants:
-                    r = one_run(triton, spec, variant, c, a.duration, raw, a.redis_url)
+                    r = one_run(triton, spec, variant, c, a.duration, raw)
                     r["round"] = rnd
                     runs.append(r)
                     print(json.dumps(r), file=sys.stderr)

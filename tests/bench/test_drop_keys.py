@@ -33,14 +33,15 @@ def test_drop_keys_removes_the_run_s_keys_and_nothing_else() -> None:
         r.xadd(f"{mine}predictions", {"x": 1})
         r.set(f"{other}k", 1)
         r.set(f"{outside}k", 1)
-        gw = SimpleNamespace(env={"INFERGATE_REDIS_KEY_PREFIX": mine})
+        # the Redis is the one the gateway was told to use (here by its flag)
+        gw = SimpleNamespace(env={"INFERGATE_REDIS_KEY_PREFIX": mine}, args=("--redis-url", DEFAULT_REDIS_URL))
         n = drop_keys(gw)  # type: ignore[arg-type]
         assert n == 1_200 + 4 + 1
         assert list(r.scan_iter(match=mine + "*")) == []
         assert r.exists(f"{other}k") and r.exists(f"{outside}k")
         # a gateway on a prefix that is not a benchmark's is left alone
-        assert drop_keys(SimpleNamespace(env={"INFERGATE_REDIS_KEY_PREFIX": outside})) == 0  # type: ignore[arg-type]
-        assert drop_keys(SimpleNamespace(env={})) == 0  # type: ignore[arg-type]
+        assert drop_keys(SimpleNamespace(env={"INFERGATE_REDIS_KEY_PREFIX": outside}, args=())) == 0  # type: ignore[arg-type]
+        assert drop_keys(SimpleNamespace(env={}, args=())) == 0  # type: ignore[arg-type]
         assert r.exists(f"{outside}k")
     finally:
         for p in (mine, other, outside):

@@ -6,7 +6,9 @@ tests/faults/test_overload.py, which also checks that the hook is in effect."""
 
 from __future__ import annotations
 
+import sys
 import time
+from typing import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -161,77 +163,74 @@ def test_a_failing_shortcut_still_hands_the_request_over(caplog: pytest.LogCaptu
     assert "shedding on the HTTP front's thread failed" in caplog.text
 
 
-def test_shedding_shortens_the_switch_interval_until_a_second_without_refusals(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    """time.monotonic() reads the list's one value; Python's switch interval is put back after."""
     normal = sys.getswitchinterval()
     now = [500.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
     try:
-        front, schedule, lim, handed, reg = make(limit=1, switch_ms=0.02, storm_ms=0.5)
-        fill(lim, 1)
-        schedule(Watcher(client="a:1"))
-        assert sys.getswitchinterval() == pytest.approx(0.00002)
-        assert value(reg, "infergate_admission_switch_interval_seconds") == pytest.approx(0.00002)
-        lim.done(0.0, False)
-        now[0] += 0.5
-        schedule(Watcher(client="a:2"))             # handed over, but shed 0.5 s ago
-        assert sys.getswitchinterval() == pytest.approx(0.00002)
-        front.started += 1
-        now[0] += 1.1
-        schedule(Watcher(client="a:3"))
-        assert sys.getswitchinterval() == pytest.approx(normal) and len(handed) == 2
-        assert value(reg, "infergate_admission_switch_interval_seconds") == pytest.approx(normal)
+        yield now
     finally:
         sys.setswitchinterval(normal)
+
+
+def test_shedding_shortens_the_switch_interval_until_a_second_without_refusals(clock: list[float]) -> None:
+    now, normal = clock, sys.getswitchinterval()
+    front, schedule, lim, handed, reg = make(limit=1, switch_ms=0.02, storm_ms=0.5)
+    fill(lim, 1)
+    schedule(Watcher(client="a:1"))
+    assert sys.getswitchinterval() == pytest.approx(0.00002)
+    assert value(reg, "infergate_admission_switch_interval_seconds") == pytest.approx(0.00002)
+    lim.done(0.0, False)
+    now[0] += 0.5
+    schedule(Watcher(client="a:2"))             # handed over, but shed 0.5 s ago
+    assert sys.getswitchinterval() == pytest.approx(0.00002)
+    front.started += 1
+    now[0] += 1.1
+    schedule(Watcher(client="a:3"))
+    assert sys.getswitchinterval() == pytest.approx(normal) and len(handed) == 2
+    assert value(reg, "infergate_admission_switch_interval_seconds") == pytest.approx(normal)
 
 
 def test_a_retry_storm_gets_the_longer_switch_interval_and_well_behaved_callers_the_short_one(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        clock: list[float]) -> None:
     """Once a second the front judges the second before: over a tenth of the callers refused at
     the limit resent before their Retry-After (the loop holds those) means a storm."""
-    import sys
-
-    normal = sys.getswitchinterval()
-    now = [800.0]
-    monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    try:
-        front, schedule, lim, handed, _ = make(limit=1, switch_ms=0.02, storm_ms=0.5)
-        fill(lim, 1)
-        # second 1: 8 refused, and 2 of them come back 0.1 s later (storm callers: to the loop)
-        for i in range(8):
-            schedule(Watcher(client=f"s:{i}"))
-        now[0] += 0.1
-        schedule(Watcher(client="s:0"))
-        schedule(Watcher(client="s:1"))
-        assert [w.scope.client for w in handed] == ["s:0", "s:1"]
-        assert sys.getswitchinterval() == pytest.approx(0.00002)   # not judged yet
-        # second 2 starts: 2 of 10 were a storm -> the storm's interval for this second
-        now[0] += 1.0
-        schedule(Watcher(client="t:0"))
-        assert sys.getswitchinterval() == pytest.approx(0.0005)
-        # second 3: 1 storm caller of 11 (< a tenth counts as calm): the short one again
-        for i in range(1, 10):
-            schedule(Watcher(client=f"t:{i}"))
-        now[0] += 0.2
-        schedule(Watcher(client="t:0"))             # early: storm
-        now[0] += 1.0
-        schedule(Watcher(client="u:0"))
-        assert sys.getswitchinterval() == pytest.approx(0.00002)
-        # a storm's interval of 0 leaves Python's own
-        sys.setswitchinterval(normal)
-        front, schedule, lim, handed, _ = make(limit=1, switch_ms=0.02, storm_ms=0.0)
-        fill(lim, 1)
-        now[0] += 10
-        schedule(Watcher(client="v:0"))
-        now[0] += 0.1
-        schedule(Watcher(client="v:0"))
-        now[0] += 1.0
-        schedule(Watcher(client="v:1"))
-        assert sys.getswitchinterval() == pytest.approx(normal)
-    finally:
-        sys.setswitchinterval(normal)
+    now, normal = clock, sys.getswitchinterval()
+    front, schedule, lim, handed, _ = make(limit=1, switch_ms=0.02, storm_ms=0.5)
+    fill(lim, 1)
+    # second 1: 8 refused, and 2 of them come back 0.1 s later (storm callers: to the loop)
+    for i in range(8):
+        schedule(Watcher(client=f"s:{i}"))
+    now[0] += 0.1
+    schedule(Watcher(client="s:0"))
+    schedule(Watcher(client="s:1"))
+    assert [w.scope.client for w in handed] == ["s:0", "s:1"]
+    assert sys.getswitchinterval() == pytest.approx(0.00002)   # not judged yet
+    # second 2 starts: 2 of 10 were a storm -> the storm's interval for this second
+    now[0] += 1.0
+    schedule(Watcher(client="t:0"))
+    assert sys.getswitchinterval() == pytest.approx(0.0005)
+    # second 3: 1 storm caller of 11 (< a tenth counts as calm): the short one again
+    for i in range(1, 10):
+        schedule(Watcher(client=f"t:{i}"))
+    now[0] += 0.2
+    schedule(Watcher(client="t:0"))             # early: storm
+    now[0] += 1.0
+    schedule(Watcher(client="u:0"))
+    assert sys.getswitchinterval() == pytest.approx(0.00002)
+    # a storm's interval of 0 leaves Python's own
+    sys.setswitchinterval(normal)
+    front, schedule, lim, handed, _ = make(limit=1, switch_ms=0.02, storm_ms=0.0)
+    fill(lim, 1)
+    now[0] += 10
+    schedule(Watcher(client="v:0"))
+    now[0] += 0.1
+    schedule(Watcher(client="v:0"))
+    now[0] += 1.0
+    schedule(Watcher(client="v:1"))
+    assert sys.getswitchinterval() == pytest.approx(normal)
 
 
 def test_the_hook_is_in_this_granian() -> None:
