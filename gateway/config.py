@@ -117,7 +117,8 @@ class GatewayConfig:
     admission_shed_switch_ms: float = 0.02
     # ... but to this while over a tenth of the callers refused in the last second resent
     # before their Retry-After (a retry storm: the loop then takes in most requests, and a
-    # hand-off every 20 µs cost it a quarter of its goodput). 0 leaves the interval alone.
+    # hand-off every 20 µs cost it a quarter of its goodput), and in the first second of
+    # shedding, before a calm second has been seen. 0 leaves the interval alone.
     admission_storm_switch_ms: float = 0.5
     # A connection that resends sooner than Retry-After gets its next 429 this much later (0: never)
     admission_penalty_ms: int = 500

@@ -21,9 +21,9 @@ Retry-After); anything else goes to the loop, which decides as before. Requests 
 loop and not started yet count against the limit here, so a burst the loop has not reached is
 refused instead of queued. While it sheds, Python's GIL switch interval is shortened
 (`admission_shed_switch_ms`, 20 µs), since granian's thread needs the GIL for every request it
-takes in; in a retry storm (over a tenth of the refused resent early) less so
-(`admission_storm_switch_ms`, 0.5 ms): the loop then takes in most requests, and frequent
-hand-offs cost it throughput. The hook is granian's private scheduler factory
+takes in; in a retry storm (over a tenth of the refused resent early), and in the first
+second of shedding until a calm second has been seen, less so (`admission_storm_switch_ms`,
+0.5 ms): the loop then takes in most requests, and frequent hand-offs cost it throughput. The hook is granian's private scheduler factory
 (`granian._futures._cbsched_aioschedule`, pinned granian 2.8.x): `install_front_shedding()`
 wraps it once, and each front arms it in `__rsgi_init__`, which granian calls just before it
 builds that server's scheduler. Without the hook (another granian) nothing is shed on the
@@ -163,18 +163,21 @@ class RSGIFront:
         storm_switch = cfg.admission_storm_switch_ms / 1e3 if cfg.admission_storm_switch_ms > 0 else normal_switch
         m.track(m.admission_switch_interval, sys.getswitchinterval)
         # The interval in force, the last refusal's time, and this second's tally of the
-        # refusals made here and of the retry-storm callers seen at the limit.
-        sw = {"now": normal_switch, "last": 0.0, "until": 0.0, "shed": 0, "storm": 0, "stormy": False}
+        # refusals made here and of the retry-storm callers seen at the limit. Shedding starts
+        # as a storm would (the longer interval) until a calm second has been seen.
+        sw = {"now": normal_switch, "last": 0.0, "until": 0.0, "shed": 0, "storm": 0, "stormy": True}
 
         def shedding_now(storm: bool) -> None:
             # Shedding: this thread waits for the GIL before each request it answers or hands
             # over; a shorter switch interval makes the loop's thread let go sooner. Once a
-            # second: a retry storm when over a tenth of those refused resent early.
+            # second: a retry storm when over a tenth of those refused resent early (the short
+            # interval only after a calm second).
             now = time.monotonic()
             sw["last"] = now
             if now >= sw["until"]:
-                total = sw["shed"] + sw["storm"]
-                sw["stormy"] = total > 0 and sw["storm"] * 10 > total
+                # the second that just ended decides; after a pause, start as a storm again
+                fresh = now - sw["until"] <= 1.0
+                sw["stormy"] = not fresh or sw["storm"] * 10 > sw["shed"] + sw["storm"]
                 sw["shed"] = sw["storm"] = 0
                 sw["until"] = now + 1.0
             sw["storm" if storm else "shed"] += 1

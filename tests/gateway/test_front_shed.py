@@ -180,6 +180,11 @@ def test_shedding_shortens_the_switch_interval_until_a_second_without_refusals(c
     front, schedule, lim, handed, reg = make(limit=1, switch_ms=0.02, storm_ms=0.5)
     fill(lim, 1)
     schedule(Watcher(client="a:1"))
+    # shedding starts with the storm's interval, until a calm second has been seen
+    assert sys.getswitchinterval() == pytest.approx(0.0005)
+    assert value(reg, "infergate_admission_switch_interval_seconds") == pytest.approx(0.0005)
+    now[0] += 1.0
+    schedule(Watcher(client="a:4"))             # the second before was calm: the short one
     assert sys.getswitchinterval() == pytest.approx(0.00002)
     assert value(reg, "infergate_admission_switch_interval_seconds") == pytest.approx(0.00002)
     lim.done(0.0, False)
@@ -196,7 +201,8 @@ def test_shedding_shortens_the_switch_interval_until_a_second_without_refusals(c
 def test_a_retry_storm_gets_the_longer_switch_interval_and_well_behaved_callers_the_short_one(
         clock: list[float]) -> None:
     """Once a second the front judges the second before: over a tenth of the callers refused at
-    the limit resent before their Retry-After (the loop holds those) means a storm."""
+    the limit resent before their Retry-After (the loop holds those) means a storm; the short
+    interval only after a calm second."""
     now, normal = clock, sys.getswitchinterval()
     front, schedule, lim, handed, _ = make(limit=1, switch_ms=0.02, storm_ms=0.5)
     fill(lim, 1)
@@ -207,7 +213,7 @@ def test_a_retry_storm_gets_the_longer_switch_interval_and_well_behaved_callers_
     schedule(Watcher(client="s:0"))
     schedule(Watcher(client="s:1"))
     assert [w.scope.client for w in handed] == ["s:0", "s:1"]
-    assert sys.getswitchinterval() == pytest.approx(0.00002)   # not judged yet
+    assert sys.getswitchinterval() == pytest.approx(0.0005)    # not judged yet: starts as a storm
     # second 2 starts: 2 of 10 were a storm -> the storm's interval for this second
     now[0] += 1.0
     schedule(Watcher(client="t:0"))
@@ -220,6 +226,10 @@ def test_a_retry_storm_gets_the_longer_switch_interval_and_well_behaved_callers_
     now[0] += 1.0
     schedule(Watcher(client="u:0"))
     assert sys.getswitchinterval() == pytest.approx(0.00002)
+    # after a pause (over a second with no refusal) shedding starts as a storm again
+    now[0] += 5.0
+    schedule(Watcher(client="w:0"))
+    assert sys.getswitchinterval() == pytest.approx(0.0005)
     # a storm's interval of 0 leaves Python's own
     sys.setswitchinterval(normal)
     front, schedule, lim, handed, _ = make(limit=1, switch_ms=0.02, storm_ms=0.0)
