@@ -9,7 +9,9 @@ started once; wrk (`bench/overload.lua`, one thread) at each connection count, `
 `--runs` runs per cell, the cell is their median. c=1 runs first (it is also where the
 admission learns its floor) and again on a gateway with `admission=static` (the fixed cap
 alone, as before issue 18) for the c=1 comparison. During every honour run a probe in its own
-process (`tests/faults/probe.py`: one connection, a request every 10 ms) times the 429s.
+process (`tests/faults/probe.py`: a request every 10 ms, each on a new connection) times the 429s,
+and the same probe against Triton's own HTTP port (C++, no Python: an unknown model's 404)
+times the floor that this machine allows any instant answer under the same load.
 Per run: the gateway's limit, floor and shed counts from /metrics (and its GIL switch interval
 half-way through), its peak RSS (VmHWM),
 the load average. Writes `bench/results/overload.json` and `overload.png`; exits 1 when a
@@ -39,6 +41,8 @@ from runtime.triton import ROOT, TritonRuntime, TritonServer
 LUA = Path(__file__).resolve().parent / "overload.lua"
 OUT = Path(__file__).resolve().parent / "results"
 MARKER = "OVERLOAD_JSON "
+REFERENCE_PATH = "/v2/models/no_such_model/infer"
+REFERENCE_BODY = b'{"inputs":[{"name":"x","shape":[1,1],"datatype":"FP32","data":[1.0]}]}'
 PROBE_BODY = (b'{"model":"clf","unit_id":"probe","inputs":[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,'
               b'1.1,1.2,1.3,1.4,1.5,1.6,1.7,1.8,1.9,2.0]}')
 
@@ -60,15 +64,23 @@ def wrk_run(url: str, mode: str, c: int, duration_s: float, tag: str) -> dict[st
     raise RuntimeError(f"wrk printed no summary (rc {proc.returncode}): {proc.stderr[-500:]}")
 
 
-def start_probe(port: int, duration_s: float) -> subprocess.Popen:
-    req = (f"POST /v1/infer HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-           f"content-length: {len(PROBE_BODY)}\r\n\r\n").encode() + PROBE_BODY
+def start_probe(port: int, duration_s: float, path: str = "/v1/infer", body: bytes = PROBE_BODY) -> subprocess.Popen:
+    req = (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+           f"content-length: {len(body)}\r\n\r\n").encode() + body
     proc = subprocess.Popen([sys.executable, "-m", "faults.probe", "127.0.0.1", str(port), str(duration_s),
                              "0.01", "--fresh"], cwd=ROOT / "tests", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdin is not None
     proc.stdin.write(req)
     proc.stdin.close()
     return proc
+
+
+def start_reference_probe(triton_http: str, duration_s: float) -> subprocess.Popen:
+    """The same probe against a server that answers at once without Python: Triton's own HTTP
+    port (C++, its own threads) refusing an unknown model (404). Run beside the gateway's probe,
+    under the same load, it times what this machine allows any server's instant answer: the
+    floor under the 429 bar."""
+    return start_probe(int(triton_http.rsplit(":", 1)[1]), duration_s, REFERENCE_PATH, REFERENCE_BODY)
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -78,11 +90,13 @@ def pct(values: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
 
 
-def one_run(gw: GatewayProcess, mode: str, c: int, duration_s: float, tag: str, probe: bool) -> dict[str, Any]:
+def one_run(gw: GatewayProcess, mode: str, c: int, duration_s: float, tag: str, probe: bool,
+            triton_http: str | None = None) -> dict[str, Any]:
     assert gw.process is not None
     before = promtext.scrape(f"{gw.url}/metrics")
     load0 = os.getloadavg()[0]
     p = start_probe(gw.port, max(1.0, duration_s - 1.5)) if probe else None
+    ref = start_reference_probe(triton_http, max(1.0, duration_s - 1.5)) if probe and triton_http else None
     # Python's GIL switch interval half-way through (shortened while the front sheds, less so
     # in a retry storm: gateway/rsgi.py)
     mid: dict[str, float] = {}
@@ -102,11 +116,17 @@ def one_run(gw: GatewayProcess, mode: str, c: int, duration_s: float, tag: str, 
         assert p.stdout is not None
         probe_out = json.loads(p.stdout.read() or b"[]")
         p.wait(timeout=30)
+    ref_out = []
+    if ref is not None:
+        assert ref.stdout is not None
+        ref_out = json.loads(ref.stdout.read() or b"[]")
+        ref.wait(timeout=30)
     after = promtext.scrape(f"{gw.url}/metrics")
     shed = promtext.delta(promtext.by_label(after, "infergate_admission_shed_total", "reason"),
                           promtext.by_label(before, "infergate_admission_shed_total", "reason"))
     p429 = [s * 1e3 for st, s in probe_out if st == 429]
     p200 = [s * 1e3 for st, s in probe_out if st == 200]
+    pref = [s * 1e3 for st, s in ref_out if st == 404]
     return {
         "mode": mode, "connections": c, "duration_s": res["duration_s"], "requests": res["requests"],
         "ok": res["ok"], "shed": res["shed"], "s5xx": res["s5xx"], "other": res["other"],
@@ -114,7 +134,11 @@ def one_run(gw: GatewayProcess, mode: str, c: int, duration_s: float, tag: str, 
         "goodput": round(res["ok"] / res["duration_s"], 1), "rps": round(res["requests"] / res["duration_s"], 1),
         "latency_ms": res["latency_ms"],
         "probe": {"n": len(probe_out), "n429": len(p429), "p429_p50_ms": pct(p429, 50),
-                  "p429_p99_ms": pct(p429, 99), "p200_p50_ms": pct(p200, 50), "p200_p99_ms": pct(p200, 99)},
+                  "p429_p90_ms": pct(p429, 90), "p429_p99_ms": pct(p429, 99),
+                  "p200_p50_ms": pct(p200, 50), "p200_p99_ms": pct(p200, 99),
+                  # the floor: Triton's C++ HTTP port refusing an unknown model, same load, same moment
+                  "reference": {"n": len(ref_out), "n404": len(pref), "p50_ms": pct(pref, 50),
+                                "p90_ms": pct(pref, 90), "p99_ms": pct(pref, 99)} if ref is not None else None},
         "gateway": {"limit_end": promtext.total(after, "infergate_admission_limit"),
                     "floor_ms": round(promtext.total(after, "infergate_admission_floor_seconds") * 1e3, 3),
                     "estimate_ms": round(promtext.total(after, "infergate_admission_estimate_seconds") * 1e3, 3),
@@ -148,6 +172,9 @@ def median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "p50_ms": med(lambda r: r["latency_ms"]["p50"]), "p99_ms": med(lambda r: r["latency_ms"]["p99"]),
         "probe_429_p99_ms": med(lambda r: r["probe"]["p429_p99_ms"]),
         "probe_429_n": sum(r["probe"]["n429"] for r in runs),
+        "probe_429_p50_ms": med(lambda r: r["probe"]["p429_p50_ms"]),
+        "reference_p50_ms": med(lambda r: (r["probe"].get("reference") or {}).get("p50_ms")),
+        "reference_p99_ms": med(lambda r: (r["probe"].get("reference") or {}).get("p99_ms")),
         "probe_200_p50_ms": med(lambda r: r["probe"]["p200_p50_ms"]),
         "switch_interval_ms": med(lambda r: r["gateway"].get("switch_interval_ms_mid_run")),
         "limit_end": med(lambda r: r["gateway"]["limit_end"]), "floor_ms": med(lambda r: r["gateway"]["floor_ms"]),
@@ -176,7 +203,9 @@ def judge(cells: dict[tuple[str, int], dict[str, Any]], static_c1: dict[str, Any
                     "c64_goodput": base["goodput"]}
                 bars[f"honour c={c}: 429 p99 < 5 ms (probe)"] = {
                     "ok": cell["probe_429_p99_ms"] is not None and cell["probe_429_p99_ms"] < 5.0,
-                    "probe_429_p99_ms": cell["probe_429_p99_ms"], "probe_429_n": cell["probe_429_n"]}
+                    "probe_429_p99_ms": cell["probe_429_p99_ms"], "probe_429_n": cell["probe_429_n"],
+                    # context, not the bar: the same probe's p99 against Triton's C++ port
+                    "reference_p99_ms": cell.get("reference_p99_ms")}
             else:
                 bars[f"storm c={c}: goodput >= 50% of c=64"] = {
                     "ok": cell["goodput"] >= 0.5 * base["goodput"], "goodput": cell["goodput"],
@@ -259,12 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     def cell(gw: GatewayProcess, mode: str, c: int, label: str = "") -> dict[str, Any]:
         rs = []
         for i in range(runs):
-            r = one_run(gw, mode, c, duration, f"{stamp}-{mode}{c}-{i}", probe=(mode == "honour" and c > 1))
+            r = one_run(gw, mode, c, duration, f"{stamp}-{mode}{c}-{i}", probe=(mode == "honour" and c > 1),
+                        triton_http=triton.http_url)
             r["gateway_admission"] = label or "adaptive"
             rs.append(r)
             print(f"[overload] {label or 'adaptive'} {mode} c={c} run {i + 1}/{runs}: goodput {r['goodput']:.0f}/s "
                   f"shed {r['shed']} 5xx {r['s5xx']} p50 {r['latency_ms']['p50']:.1f} p99 "
                   f"{r['latency_ms']['p99']:.1f} ms probe429 p99 {r['probe']['p429_p99_ms']} "
+                  f"(reference {(r['probe'].get('reference') or {}).get('p99_ms')}) "
                   f"penalised {r['gateway']['penalised']:.0f} on front {r['gateway']['front_shed']:.0f} "
                   f"limit {r['gateway']['limit_end']:.0f} floor {r['gateway']['floor_ms']} ms "
                   f"switch {r['gateway']['switch_interval_ms_mid_run']} ms "
@@ -309,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     for cl in [static_c1, *cells.values()] if static_c1 else cells.values():
         print(f"{cl['mode']:7} c={cl['connections']:5} goodput {cl['goodput']:8.0f} shed {cl['shed_share']:.3f} "
               f"p50 {cl['p50_ms']:7.2f} p99 {cl['p99_ms']:7.2f} probe429p99 {cl['probe_429_p99_ms']} "
+              f"(reference {cl['reference_p99_ms']}) "
               f"5xx {cl['s5xx']} limit {cl['limit_end']} rss {cl['peak_rss_mb']} load {cl['loadavg_1m']}")
     missed = [k for k, v in bars.items() if not v["ok"]]
     for k, v in bars.items():
