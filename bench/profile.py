@@ -4,8 +4,9 @@
 
 Starts Triton and one gateway configuration, loads it with wrk at c=64, samples the gateway
 (and its workers) with `py-spy record --format raw` (collapsed stacks, idle time excluded)
-and writes bench/results/profile.txt: top functions by self and by inclusive samples, and
-the share per layer (uvicorn, event loop, gRPC, the gateway's own code, ...). The collapsed
+and writes bench/results/profile.txt: the CPU of each of the gateway's threads over the
+window (user and system µs per request, from /proc), top functions by self and by inclusive
+samples, and the share per layer (uvicorn, event loop, gRPC, the gateway's own code, ...). The collapsed
 stacks are kept in profile.folded (speedscope and flamegraph.pl read them); --svg also
 records a flame graph (a second, separate sampling run).
 py-spy: `pip install py-spy`; it needs ptrace rights over the gateway (root, or
@@ -15,6 +16,7 @@ kernel.yama.ptrace_scope=0).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -94,6 +96,53 @@ def summarise(stacks: Counter[tuple[str, ...]], top: int = 25) -> str:
     return "\n".join(lines) + "\n"
 
 
+def thread_times(pid: int) -> dict[int, tuple[str, float, float]]:
+    """Each thread of `pid`: (name, user seconds, system seconds) so far, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float, float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:   # the thread ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(task.name)] = (name, int(fields[11]) / tick, int(fields[12]) / tick)
+    return out
+
+
+def thread_table(pid: int, before: dict[int, tuple[str, float, float]],
+                 after: dict[int, tuple[str, float, float]], requests: int, min_share: float = 0.01) -> str:
+    """CPU by thread over a window: user and system µs per request, busiest first; threads
+    below `min_share` of the process's CPU are summed in one line. The main thread (tid ==
+    pid) runs the event loop and all the gateway's Python; granian's Rust threads (HTTP I/O,
+    and the one that hands bodies back to Python) and gRPC's show up beside it."""
+    rows = []
+    for tid, (name, u1, s1) in after.items():
+        _, u0, s0 = before.get(tid, (name, 0.0, 0.0))
+        rows.append((tid, name, u1 - u0, s1 - s0))
+    total = sum(u + s for _, _, u, s in rows)
+    if requests <= 0 or total <= 0:
+        return "CPU by thread: no requests or no CPU in the window\n"
+    per = lambda x: 1e6 * x / requests  # noqa: E731
+    lines = [f"CPU by thread during sampling ({requests} requests; µs per request, user + system):"]
+    rest = [0.0, 0.0, 0]
+    for tid, name, u, s in sorted(rows, key=lambda r: -(r[2] + r[3])):
+        if (u + s) < min_share * total:
+            rest[0] += u
+            rest[1] += s
+            rest[2] += 1
+            continue
+        label = f"{name} {tid}" + (" (main: event loop)" if tid == pid else "")
+        lines.append(f"  {per(u + s):7.1f}  = {per(u):6.1f} user + {per(s):6.1f} sys   {label}")
+    if rest[2]:
+        lines.append(f"  {per(rest[0] + rest[1]):7.1f}  = {per(rest[0]):6.1f} user + {per(rest[1]):6.1f} sys   "
+                     f"{rest[2]} other threads")
+    su, ss = sum(r[2] for r in rows), sum(r[3] for r in rows)
+    lines.append(f"  {per(su + ss):7.1f}  = {per(su):6.1f} user + {per(ss):6.1f} sys   the whole process")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,13 +175,18 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(wrk_command(url, spec.mode, a.connections, 2), capture_output=True)  # warm-up
             sessions = [("raw", raw_dir / "profile.folded")] + ([("flamegraph", a.out / "profile.svg")] if a.svg else [])
             reports = []
+            by_thread: tuple = ()
             for fmt, path in sessions:
                 load = subprocess.Popen(wrk_command(url, spec.mode, a.connections, a.duration + 3, tag=fmt),
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 time.sleep(1.0)
+                t_before = thread_times(gw.process.pid) if fmt == "raw" else None
+                w0 = time.monotonic()
                 spy = subprocess.run([pyspy, "record", "--pid", str(gw.process.pid), "--subprocesses",
                                       "--nonblocking", "--rate", str(a.rate), "--duration", str(a.duration),
                                       "--format", fmt, "-o", str(path)], capture_output=True, text=True)
+                if t_before is not None:
+                    by_thread = (gw.process.pid, t_before, thread_times(gw.process.pid), time.monotonic() - w0)
                 out, _ = load.communicate(timeout=a.duration + 60)
                 if spy.returncode != 0:
                     print(f"py-spy failed: {spy.stderr.strip()[-1000:]}", file=sys.stderr)
@@ -147,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
               f"load during sampling: {res.rps:.0f} req/s, p50 {res.latency_ms['p50']:.2f} ms, "
               f"p99 {res.latency_ms['p99']:.2f} ms, non-2xx {res.non2xx}\n"
               f"collapsed stacks: {raw_dir / 'profile.folded'}\n\n")
-    text = header + summarise(parse_folded((raw_dir / "profile.folded").read_text().splitlines()))
+    pid, t0, t1, window_s = by_thread   # requests in the window: wrk's rate over it
+    text = (header + thread_table(pid, t0, t1, round(res.rps * window_s)) + "\n"
+            + summarise(parse_folded((raw_dir / "profile.folded").read_text().splitlines())))
     (a.out / "profile.txt").write_text(text)
     print(text)
     print(f"wrote {a.out / 'profile.txt'}" + (f" and {a.out / 'profile.svg'}" if a.svg else ""))
