@@ -40,10 +40,6 @@ class GatewayConfig:
     # granian's Rust I/O threads per process (HTTP parsing and socket writes, beside the
     # Python thread); 1 on 2 cores, where a second only competes with Python and Triton.
     http_threads: int = 1
-    # A request body up to this size (declared by content-length, and within max_body_bytes)
-    # starts being read by granian as the request is handed to the loop, so the handler finds
-    # it there instead of asking granian for it and waiting (gateway/rsgi.py). 0: off.
-    http_prefetch_body_bytes: int = 16384
     # The collector's young-generation threshold once the gateway has started (Python's is
     # 700; start-up objects are frozen out of collection either way, `app.tune_gc`). With 700,
     # ~190 collections a second took ~2.4 µs of the Python thread per request at c=64; with
@@ -160,8 +156,6 @@ class GatewayConfig:
                 raise ValueError(f"{name} must be positive")
         if self.gc_threshold < 0:
             raise ValueError("gc_threshold must be 0 (Python's own) or more")
-        if self.http_prefetch_body_bytes < 0:
-            raise ValueError("http_prefetch_body_bytes must be 0 (off) or more")
         if self.max_joined_batches < 0:
             raise ValueError("max_joined_batches must be 0 or more")
         if not 0 <= self.batch_join_window <= 1:

@@ -65,15 +65,9 @@ def respond(proto: Any, reply: Reply) -> None:
         pass
 
 
-async def read_body(proto: Any, limit: int, declared: bytes | None, body_read: Any = None) -> bytes:
+async def read_body(proto: Any, limit: int, declared: bytes | None) -> bytes:
     """The whole body, never more than `limit` bytes held: a declared length over it is
-    refused before reading; a body without one (chunked) is read chunk by chunk. `body_read`:
-    the read granian began when the request was handed over (`RSGIFront.shedding`)."""
-    if body_read is not None:
-        try:
-            return await body_read
-        except ProtocolClosed as exc:
-            raise ClientGone() from exc
+    refused before reading; a body without one (chunked) is read chunk by chunk."""
     if declared is not None:
         try:
             n = int(declared)
@@ -98,10 +92,6 @@ async def read_body(proto: Any, limit: int, declared: bytes | None, body_read: A
         raise ClientGone() from exc
     return b"".join(chunks)
 
-
-# Body reads started at hand-over and not yet taken by their request, at most (a bound on
-# what a burst can hold: 4,096 x http_prefetch_body_bytes).
-_MAX_STARTED = 4096
 
 # Fronts waiting for granian to build their scheduler (see the module's doc).
 _ARMED: list["RSGIFront"] = []
@@ -136,13 +126,9 @@ class RSGIFront:
     listener), `asgi` everything else."""
 
     def __init__(self, asgi: Any, gateway: Any | None = None, limit: int = 16 * 1024 * 1024,
-                 unexpected: Any | None = None, prefetch_body_bytes: int = 0) -> None:
+                 unexpected: Any | None = None) -> None:
         self._asgi, self._gw, self._limit = asgi, gateway, limit
         self._unexpected = unexpected
-        # Bodies granian started reading at hand-over (granian's thread adds, the request's
-        # task takes), by id() of the request's protocol object; at most `_MAX_STARTED`.
-        self._prefetch = min(prefetch_body_bytes, limit)
-        self._started_reads: dict[int, Any] = {}
         self.front_shed = 0   # 429s answered on granian's thread (tests read it)
         # Requests handed to the loop (written on granian's thread only) and started by it
         # (written on the loop only): their difference is the loop's queue of new requests
@@ -229,26 +215,10 @@ class RSGIFront:
             watcher.done()
             return True
 
-        prefetch, started_reads = self._prefetch, self._started_reads
-        front_shed = cfg.admission_front_shed
-
-        def start_read(watcher: Any) -> None:
-            # A small body declared up front: ask granian for it now, on its own thread (a
-            # local task there), so that it is usually in by the time the handler awaits it,
-            # instead of the handler asking from the loop's thread and being woken when it is.
-            scope = watcher.scope
-            if scope.method != "POST" or len(started_reads) >= _MAX_STARTED:
-                return
-            declared = scope.headers.get("content-length")
-            if declared is None or not declared.isdigit() or not 0 < int(declared) <= prefetch:
-                return
-            proto = watcher.proto
-            started_reads[id(proto)] = proto()
-
         def schedule(watcher: Any) -> None:
             # Requests handed to the loop and not started yet count against the limit too:
             # a burst that the loop has not reached is refused here instead of queueing there.
-            if front_shed and lim.in_flight + self.handed - self.started >= lim.limit:
+            if lim.in_flight + self.handed - self.started >= lim.limit:
                 try:
                     if refuse(watcher):
                         return
@@ -257,11 +227,6 @@ class RSGIFront:
             elif sw["now"] != normal_switch and time.monotonic() - sw["last"] > 1.0:
                 sw["now"] = normal_switch       # a second without shedding: Python's own again
                 sys.setswitchinterval(normal_switch)
-            if prefetch:
-                try:
-                    start_read(watcher)
-                except Exception:  # noqa: BLE001 - the handler reads the body itself
-                    log.exception("starting a body read on the HTTP front's thread failed")
             self.handed += 1
             inner(watcher)
 
@@ -269,7 +234,6 @@ class RSGIFront:
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         self.started += 1
-        body_read = self._started_reads.pop(id(proto), None) if self._started_reads else None
         if scope.proto != "http":   # websockets are not served
             proto.close(403)
             return
@@ -280,13 +244,13 @@ class RSGIFront:
                     return respond(proto, method_not_allowed(scope.path))
                 h = Headers.from_str(scope.headers.items())
                 reply = await self._gw.handle_infer(
-                    h, lambda: read_body(proto, self._limit, h.content_length, body_read), scope.client, model)
+                    h, lambda: read_body(proto, self._limit, h.content_length), scope.client, model)
                 if reply is not None:
                     respond(proto, reply)
                 return
-        await self._bridge(scope, proto, body_read)
+        await self._bridge(scope, proto)
 
-    async def _bridge(self, scope: Any, proto: Any, body_read: Any = None) -> None:
+    async def _bridge(self, scope: Any, proto: Any) -> None:
         """Serve one request with the ASGI app."""
         host, _, port = scope.client.rpartition(":")
         shost, _, sport = scope.server.rpartition(":")
@@ -308,7 +272,7 @@ class RSGIFront:
                 sent["body"] = True
                 try:
                     declared = next((v for k, v in asgi_scope["headers"] if k == b"content-length"), None)
-                    body = await read_body(proto, self._limit, declared, body_read)
+                    body = await read_body(proto, self._limit, declared)
                 except ClientGone:
                     return {"type": "http.disconnect"}
                 return {"type": "http.request", "body": body, "more_body": False}

@@ -62,8 +62,8 @@ def serve(config: GatewayConfig, log_level: str = "warning", worker: bool = Fals
         _check_free(config.host, config.port)
         if config.admin_port is not None:
             _check_free(config.host, config.admin_port)
-    front = RSGIFront(gw, gw, config.max_body_bytes, gw.components.unexpected, config.http_prefetch_body_bytes)
-    if config.admission_front_shed or config.http_prefetch_body_bytes:
+    front = RSGIFront(gw, gw, config.max_body_bytes, gw.components.unexpected)
+    if config.admission_front_shed:
         install_front_shedding()
     main = _granian(front, config.host, config.port, log_level, config.http_threads)
     admin = None

@@ -26,11 +26,6 @@ class Headers(dict):
 class Proto:
     def __init__(self) -> None:
         self.sent: list[tuple[int, list[tuple[str, str]], bytes]] = []
-        self.reads = 0
-
-    def __call__(self) -> object:   # granian's body read: one per request, an awaitable
-        self.reads += 1
-        return ("body read of", self)
 
     def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.sent.append((status, headers, body))
@@ -49,16 +44,15 @@ class Watcher:
 
 
 def make(limit: int = 4, by_model: dict[str, int] | None = None, penalty_s: float = 0.5, switch_ms: float = 0.0,
-         storm_ms: float = 0.0, prefetch: int = 0, front_shed: bool = True, max_body: int = 16 * 1024 * 1024):
+         storm_ms: float = 0.0):
     reg = CollectorRegistry()
     m = GatewayMetrics(reg)
     lim = Limiter(initial=limit, min_limit=limit, max_limit=limit)
     adm = Admission(lim, CRITICAL, by_model or {}, m, penalty_s)
     gw = SimpleNamespace(admission=adm, components=SimpleNamespace(ready=True, metrics=m),
                          config=SimpleNamespace(admission_shed_switch_ms=switch_ms,
-                                                admission_storm_switch_ms=storm_ms,
-                                                admission_front_shed=front_shed))
-    front = RSGIFront(None, gw, max_body, prefetch_body_bytes=prefetch)
+                                                admission_storm_switch_ms=storm_ms))
+    front = RSGIFront(None, gw)
     handed: list[Watcher] = []
     return front, front.shedding(handed.append), lim, handed, reg
 
@@ -264,79 +258,3 @@ def test_an_early_resend_is_penalised_and_an_honest_one_is_not(monkeypatch: pyte
     # refused; early; early; honoured; honoured
     assert seq == [False, True, True, False, False]
     assert adm.ignored_retry_after("c:2") is False       # another connection has its own record
-
-
-# -- body reads started at hand-over (`http_prefetch_body_bytes`) ------------------------------
-
-def test_a_small_declared_body_is_read_from_the_hand_over() -> None:
-    front, schedule, lim, handed, _ = make(limit=4, prefetch=1024)
-    w = Watcher(content_length="20")
-    schedule(w)
-    assert handed == [w] and w.proto.reads == 1
-    assert front._started_reads == {id(w.proto): ("body read of", w.proto)}
-
-
-@pytest.mark.parametrize("watcher", [
-    Watcher(content_length="1025"),                  # over the prefetch size
-    Watcher(content_length="0"),                     # nothing to read
-    Watcher(),                                       # no length: chunked, read by the handler
-    Watcher(content_length="12x"),                   # malformed: the handler answers it
-    Watcher(method="GET", content_length="20"),
-], ids=["big", "empty", "chunked", "malformed", "get"])
-def test_other_bodies_are_left_to_the_handler(watcher: Watcher) -> None:
-    front, schedule, lim, handed, _ = make(limit=4, prefetch=1024)
-    schedule(watcher)
-    assert handed == [watcher] and watcher.proto.reads == 0 and not front._started_reads
-
-
-def test_the_prefetch_size_never_exceeds_the_body_limit() -> None:
-    front, schedule, lim, handed, _ = make(limit=4, prefetch=16384, max_body=100)
-    w = Watcher(content_length="101")      # the handler refuses it with 413, unread
-    schedule(w)
-    assert w.proto.reads == 0 and not front._started_reads
-
-
-def test_a_request_refused_on_the_front_is_not_read() -> None:
-    front, schedule, lim, handed, _ = make(limit=2, prefetch=1024)
-    fill(lim, 2)
-    w = Watcher(content_length="20")
-    schedule(w)
-    assert handed == [] and w.proto.sent[0][0] == 429 and w.proto.reads == 0 and not front._started_reads
-
-
-def test_started_reads_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gateway.rsgi as rsgi
-    monkeypatch.setattr(rsgi, "_MAX_STARTED", 2)
-    front, schedule, lim, handed, _ = make(limit=100, prefetch=1024)
-    ws = [Watcher(content_length="20") for _ in range(3)]
-    for w in ws:
-        schedule(w)
-    assert handed == ws and [w.proto.reads for w in ws] == [1, 1, 0] and len(front._started_reads) == 2
-
-
-def test_without_front_shedding_nothing_is_refused_but_bodies_are_still_started() -> None:
-    front, schedule, lim, handed, _ = make(limit=2, prefetch=1024, front_shed=False)
-    fill(lim, 2)
-    w = Watcher(content_length="20")
-    schedule(w)
-    assert handed == [w] and not w.proto.sent and w.proto.reads == 1
-
-
-async def test_read_body_takes_the_started_read_and_never_asks_granian_again() -> None:
-    from gateway.asgi import ClientGone
-    from gateway.rsgi import ProtocolClosed, read_body
-
-    class Granian:
-        def __call__(self) -> object:
-            raise AssertionError("the body was read twice")
-
-    async def started() -> bytes:
-        return b'{"x": 1}'
-
-    assert await read_body(Granian(), 100, b"8", started()) == b'{"x": 1}'
-
-    async def gone() -> bytes:
-        raise ProtocolClosed("client went away")
-
-    with pytest.raises(ClientGone):
-        await read_body(Granian(), 100, b"8", gone())
