@@ -83,6 +83,16 @@ def start_reference_probe(triton_http: str, duration_s: float) -> subprocess.Pop
     return start_probe(int(triton_http.rsplit(":", 1)[1]), duration_s, REFERENCE_PATH, REFERENCE_BODY)
 
 
+def probe_answers(proc: subprocess.Popen | None) -> list[tuple[int, float]]:
+    """A finished probe's [status, seconds] per request ([] without a probe)."""
+    if proc is None:
+        return []
+    assert proc.stdout is not None
+    out = json.loads(proc.stdout.read() or b"[]")
+    proc.wait(timeout=30)
+    return out
+
+
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -111,16 +121,7 @@ def one_run(gw: GatewayProcess, mode: str, c: int, duration_s: float, tag: str, 
     timer.start()
     res = wrk_run(gw.url, mode, c, duration_s, tag)
     timer.join()
-    probe_out = []
-    if p is not None:
-        assert p.stdout is not None
-        probe_out = json.loads(p.stdout.read() or b"[]")
-        p.wait(timeout=30)
-    ref_out = []
-    if ref is not None:
-        assert ref.stdout is not None
-        ref_out = json.loads(ref.stdout.read() or b"[]")
-        ref.wait(timeout=30)
+    probe_out, ref_out = probe_answers(p), probe_answers(ref)
     after = promtext.scrape(f"{gw.url}/metrics")
     shed = promtext.delta(promtext.by_label(after, "infergate_admission_shed_total", "reason"),
                           promtext.by_label(before, "infergate_admission_shed_total", "reason"))

@@ -34,14 +34,34 @@ def thread_seconds(pid: int, tid: int) -> float | None:
     return None if st is None else st[1]
 
 
-def _read(path: Path) -> tuple[int, float] | None:
+def _fields(path: Path) -> tuple[str, list[str]] | None:
+    """(command name, the fields after it) of a /proc stat file, or None when it is gone."""
     try:
         raw = path.read_text()
     except OSError:
         return None
     # The command name may contain spaces and parentheses: split after the last ')'.
-    rest = raw[raw.rindex(")") + 2:].split()
+    return raw[raw.index("(") + 1:raw.rindex(")")], raw[raw.rindex(")") + 2:].split()
+
+
+def _read(path: Path) -> tuple[int, float] | None:
+    f = _fields(path)
+    if f is None:
+        return None
+    rest = f[1]
     return int(rest[1]), (int(rest[11]) + int(rest[12])) / _TICK
+
+
+def thread_times(pid: int) -> dict[int, tuple[str, float, float]]:
+    """Each thread of `pid`: (name, user seconds, system seconds) so far (threads that end
+    meanwhile are left out)."""
+    out: dict[int, tuple[str, float, float]] = {}
+    for task in (PROC / str(pid) / "task").iterdir():
+        f = _fields(task / "stat")
+        if f is not None:
+            name, rest = f
+            out[int(task.name)] = (name, int(rest[11]) / _TICK, int(rest[12]) / _TICK)
+    return out
 
 
 def _table() -> dict[int, tuple[int, float]]:

@@ -16,7 +16,6 @@ kernel.yama.ptrace_scope=0).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Iterable
 
 from bench.harness import DEFAULT_OUT
+from bench.procstat import thread_times
 from bench.targets import ALL_TARGETS, FeatureSetup, drop_keys, prepare_features, probe, start_gateway, target_specs
 from bench.wrk import parse_output, wrk_binary, wrk_command
 from runtime.triton import TritonRuntime, TritonServer
@@ -94,21 +94,6 @@ def summarise(stacks: Counter[tuple[str, ...]], top: int = 25) -> str:
     lines += ["", f"top {top} functions by inclusive samples:"]
     lines += [f"  {pct(n)}  {fn}" for fn, n in incl.most_common(top)]
     return "\n".join(lines) + "\n"
-
-
-def thread_times(pid: int) -> dict[int, tuple[str, float, float]]:
-    """Each thread of `pid`: (name, user seconds, system seconds) so far, from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, tuple[str, float, float]] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            stat = (task / "stat").read_text()
-        except OSError:   # the thread ended meanwhile
-            continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        out[int(task.name)] = (name, int(fields[11]) / tick, int(fields[12]) / tick)
-    return out
 
 
 def thread_table(pid: int, before: dict[int, tuple[str, float, float]],

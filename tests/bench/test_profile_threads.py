@@ -6,7 +6,8 @@ import os
 import threading
 import time
 
-from bench.profile import thread_table, thread_times
+from bench.procstat import thread_times
+from bench.profile import thread_table
 
 
 def test_thread_times_reads_this_process_threads() -> None:
