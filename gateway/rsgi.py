@@ -23,11 +23,11 @@ refused instead of queued. While it sheds, Python's GIL switch interval is short
 (`admission_shed_switch_ms`, 20 µs), since granian's thread needs the GIL for every request it
 takes in; in a retry storm (over a tenth of the refused resent early), and in the first
 second of shedding until a calm second has been seen, less so (`admission_storm_switch_ms`,
-0.5 ms): the loop then takes in most requests, and frequent hand-offs cost it throughput. The hook is granian's private scheduler factory
-(`granian._futures._cbsched_aioschedule`, pinned granian 2.8.x): `install_front_shedding()`
-wraps it once, and each front arms it in `__rsgi_init__`, which granian calls just before it
-builds that server's scheduler. Without the hook (another granian) nothing is shed on the
-thread and the loop refuses as before.
+0.5 ms): the loop then takes in most requests, and frequent hand-offs cost it throughput.
+The hook is granian's private scheduler factory (`granian._futures._cbsched_aioschedule`,
+pinned granian 2.8.x): `install_front_shedding()` wraps it once, and each front arms it in
+`__rsgi_init__`, which granian calls just before it builds that server's scheduler. Without
+the hook (another granian) nothing is shed on the thread and the loop refuses as before.
 """
 
 from __future__ import annotations
