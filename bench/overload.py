@@ -12,8 +12,7 @@ alone, as before issue 18) for the c=1 comparison. During every honour run a pro
 process (`tests/faults/probe.py`: a request every 10 ms, each on a new connection) times the 429s,
 and the same probe against Triton's own HTTP port (C++, no Python: an unknown model's 404)
 times the floor that this machine allows any instant answer under the same load.
-Per run: the gateway's limit, floor and shed counts from /metrics (and its GIL switch interval
-half-way through), its peak RSS (VmHWM),
+Per run: the gateway's limit, floor and shed counts from /metrics, its peak RSS (VmHWM),
 the load average. Writes `bench/results/overload.json` and `overload.png`; exits 1 when a
 bar is missed (the figures are written either way).
 """
@@ -26,7 +25,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -107,20 +105,7 @@ def one_run(gw: GatewayProcess, mode: str, c: int, duration_s: float, tag: str, 
     load0 = os.getloadavg()[0]
     p = start_probe(gw.port, max(1.0, duration_s - 1.5)) if probe else None
     ref = start_reference_probe(triton_http, max(1.0, duration_s - 1.5)) if probe and triton_http else None
-    # Python's GIL switch interval half-way through (shortened while the front sheds, less so
-    # in a retry storm: gateway/rsgi.py)
-    mid: dict[str, float] = {}
-
-    def sample_mid() -> None:
-        try:
-            mid["switch_ms"] = round(promtext.total(promtext.scrape(f"{gw.url}/metrics"),
-                                                    "infergate_admission_switch_interval_seconds") * 1e3, 3)
-        except OSError:
-            pass
-    timer = threading.Timer(duration_s / 2, sample_mid)
-    timer.start()
     res = wrk_run(gw.url, mode, c, duration_s, tag)
-    timer.join()
     probe_out, ref_out = probe_answers(p), probe_answers(ref)
     after = promtext.scrape(f"{gw.url}/metrics")
     shed = promtext.delta(promtext.by_label(after, "infergate_admission_shed_total", "reason"),
@@ -145,12 +130,11 @@ def one_run(gw: GatewayProcess, mode: str, c: int, duration_s: float, tag: str, 
                     "estimate_ms": round(promtext.total(after, "infergate_admission_estimate_seconds") * 1e3, 3),
                     "shed_by_reason": shed,
                     # 429s held back `admission_penalty_ms` because the connection resent
-                    # before its Retry-After, and 429s answered on the HTTP front's thread
+                    # before its Retry-After, and 429s answered by the HTTP front as it parsed them
                     "penalised": promtext.total(after, "infergate_admission_penalised_total")
                     - promtext.total(before, "infergate_admission_penalised_total"),
                     "front_shed": promtext.total(after, "infergate_admission_front_shed_total")
                     - promtext.total(before, "infergate_admission_front_shed_total"),
-                    "switch_interval_ms_mid_run": mid.get("switch_ms"),
                     "rss_mb": round(_status_kb(gw.process.pid, "VmRSS") / 1024, 1),
                     "peak_rss_mb": round(_status_kb(gw.process.pid, "VmHWM") / 1024, 1)},
         "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
@@ -177,7 +161,6 @@ def median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "reference_p50_ms": med(lambda r: (r["probe"].get("reference") or {}).get("p50_ms")),
         "reference_p99_ms": med(lambda r: (r["probe"].get("reference") or {}).get("p99_ms")),
         "probe_200_p50_ms": med(lambda r: r["probe"]["p200_p50_ms"]),
-        "switch_interval_ms": med(lambda r: r["gateway"].get("switch_interval_ms_mid_run")),
         "limit_end": med(lambda r: r["gateway"]["limit_end"]), "floor_ms": med(lambda r: r["gateway"]["floor_ms"]),
         "peak_rss_mb": max(r["gateway"]["peak_rss_mb"] for r in runs),
         "loadavg_1m": med(lambda r: r["loadavg_1m"][1]),
@@ -299,7 +282,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"(reference {(r['probe'].get('reference') or {}).get('p99_ms')}) "
                   f"penalised {r['gateway']['penalised']:.0f} on front {r['gateway']['front_shed']:.0f} "
                   f"limit {r['gateway']['limit_end']:.0f} floor {r['gateway']['floor_ms']} ms "
-                  f"switch {r['gateway']['switch_interval_ms_mid_run']} ms "
                   f"load {r['loadavg_1m'][1]}", file=sys.stderr, flush=True)
         all_runs.extend(rs)
         return median_cell(rs)

@@ -100,8 +100,8 @@ def thread_table(pid: int, before: dict[int, tuple[str, float, float]],
                  after: dict[int, tuple[str, float, float]], requests: int, min_share: float = 0.01) -> str:
     """CPU by thread over a window: user and system µs per request, busiest first; threads
     below `min_share` of the process's CPU are summed in one line. The main thread (tid ==
-    pid) runs the event loop and all the gateway's Python; granian's Rust threads (HTTP I/O,
-    and the one that hands bodies back to Python) and gRPC's show up beside it."""
+    pid) runs the event loop, the HTTP front and all the gateway's Python; gRPC's threads (the
+    Triton client's metadata calls, the gRPC front) show up beside it."""
     rows = []
     for tid, (name, u1, s1) in after.items():
         _, u0, s0 = before.get(tid, (name, 0.0, 0.0))

@@ -1,4 +1,4 @@
-"""`python -m gateway`: serve the gateway on granian's RSGI front (uvloop, no access log)."""
+"""`python -m gateway`: serve the gateway on its HTTP/1.1 front (gateway/http1.py, uvloop, no access log)."""
 
 from __future__ import annotations
 

@@ -270,8 +270,7 @@ class Admission:
 
     def ignored_retry_after(self, client: object) -> bool:
         """Record this refusal; True when the same connection was refused less than one
-        Retry-After ago. (Also called on the HTTP front's thread, gateway/rsgi.py: each dict
-        operation is atomic under the GIL; a race may lose one record, i.e. one penalty.)"""
+        Retry-After ago (also called by the HTTP front's shedding, gateway/http1.py)."""
         now = time.monotonic()
         if now >= self._rotate_at:
             self._older, self._recent = self._recent, {}

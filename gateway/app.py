@@ -109,7 +109,7 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI side (in-process clients, e.g. httpx's ASGI transport in tests); the
-        served front is `gateway.rsgi`, which calls `handle_infer` the same way."""
+        served front is `gateway.http1`, which calls `handle_infer` the same way."""
         if scope["type"] == "http":
             path = scope["path"]
             hot, model = hot_route(path)
@@ -128,10 +128,11 @@ class Gateway:
             if not self.components.unexpected.reported(exc):
                 raise
 
-    async def handle_infer(self, h: Headers, read: Callable[[], Awaitable[bytes]], client: object,
+    async def handle_infer(self, h: Headers, read: "Callable[[], Awaitable[bytes]] | bytes", client: object,
                            v2_model: str | None) -> Reply | None:
-        """One inference request, whatever the front: admission, then the body (through
-        `read`, which raises `ClientGone` or `PayloadTooLarge`), parse, pipeline, render.
+        """One inference request, whatever the front: admission, then the body (`read`: the
+        body itself, or a callable whose awaitable gives it or raises `ClientGone` or a
+        `GatewayError` such as `PayloadTooLarge`), parse, pipeline, render.
         Returns the reply to send, or None when the client has gone."""
         t0 = time.perf_counter()
         c = self.components
@@ -151,7 +152,7 @@ class Gateway:
         ok = False
         try:
             deadline = t0 + timeout
-            body = await read()
+            body = read if read.__class__ is bytes else await read()   # type: ignore[operator]
             if v2_model is None:
                 req = self._parse_v1(h, body)
                 if h.priority is None and adm.by_model and adm.recheck_model(req.model):

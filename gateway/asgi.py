@@ -2,7 +2,7 @@
 
 The inference handler (`Gateway.handle_infer`) reads the headers it needs (`Headers`), reads
 the body through a callable the front gives it, and returns a finished `Reply`; the front
-sends it. `gateway.rsgi` is the served front (granian); the ASGI side below serves the same
+sends it. `gateway.http1` is the served front (on the event loop); the ASGI side below serves the same
 handler to in-process clients (httpx's ASGI transport in tests) and to the Starlette routes.
 Starlette's Request/Response layers cost 20–40 % of the gateway's CPU under load (measured
 here), so the inference routes never go through them.
@@ -45,16 +45,6 @@ class Headers:
             if slot is not None:
                 setattr(self, slot, value)
 
-    @classmethod
-    def from_str(cls, items: list[tuple[str, str]]) -> "Headers":
-        """From (name, value) strings, names lower-case (granian's RSGI headers)."""
-        self = cls(())
-        for name, value in items:
-            slot = _WANTED_STR.get(name)
-            if slot is not None:
-                setattr(self, slot, value.encode("latin-1"))
-        return self
-
 
 _WANTED = {
     b"content-length": "content_length", b"content-type": "content_type",
@@ -63,7 +53,6 @@ _WANTED = {
     b"x-variant-override": "override", b"authorization": "authorization",
     b"x-priority": "priority",
 }
-_WANTED_STR = {k.decode(): v for k, v in _WANTED.items()}
 
 
 async def read_body(receive: Receive, limit: int, declared: bytes | None) -> bytes:

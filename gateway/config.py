@@ -37,9 +37,11 @@ class GatewayConfig:
     # go over Triton's HTTP port (gateway/triton_http.py: ~90 µs less gateway CPU and ~0.24 ms
     # less latency per call than grpc.aio here); metadata and health stay on gRPC.
     triton_http_urls: tuple[str, ...] = ()
-    # granian's Rust I/O threads per process (HTTP parsing and socket writes, beside the
-    # Python thread); 1 on 2 cores, where a second only competes with Python and Triton.
-    http_threads: int = 1
+    # The HTTP front's deadlines (gateway/http1.py): a request must arrive whole within
+    # http_read_timeout_s of its first byte; an idle keep-alive connection is closed after
+    # http_keepalive_s. Checked once a second.
+    http_read_timeout_s: float = 30.0
+    http_keepalive_s: float = 60.0
     # The collector's young-generation threshold once the gateway has started (Python's is
     # 700; start-up objects are frozen out of collection either way, `app.tune_gc`). With 700,
     # ~190 collections a second took ~2.4 µs of the Python thread per request at c=64; with
@@ -108,18 +110,9 @@ class GatewayConfig:
     admission_min_limit: int = 32
     admission_tolerance: float = 10.0
     admission_window_ms: int = 100
-    # At the limit, plain 429s are answered on the HTTP front's own thread, without waiting
-    # for the event loop (gateway/rsgi.py); false: every refusal waits for the loop
+    # At the limit, plain 429s are answered by the HTTP front as the request is parsed,
+    # before a task is made for it (gateway/http1.py); false: every refusal goes to the handler
     admission_front_shed: bool = True
-    # While the front sheds, Python's GIL switch interval drops to this (ms) so that the
-    # front's thread gets the interpreter sooner to answer its 429s (Python's own: 5 ms);
-    # restored a second after the last refusal. 0 leaves the interval alone.
-    admission_shed_switch_ms: float = 0.02
-    # ... but to this while over a tenth of the callers refused in the last second resent
-    # before their Retry-After (a retry storm: the loop then takes in most requests, and a
-    # hand-off every 20 µs cost it a quarter of its goodput), and in the first second of
-    # shedding, before a calm second has been seen. 0 leaves the interval alone.
-    admission_storm_switch_ms: float = 0.5
     # A connection that resends sooner than Retry-After gets its next 429 this much later (0: never)
     admission_penalty_ms: int = 500
     # `sheddable` requests (x-priority, shadow calls, models below) get this share of the limit
@@ -151,7 +144,8 @@ class GatewayConfig:
         if self.feature_on_unavailable not in ("raise", "default"):
             raise ValueError("feature_on_unavailable must be raise or default")
         for name in ("max_body_bytes", "default_timeout_ms", "feature_timeout_ms", "feature_trip_after", "max_timeout_ms", "max_batch_rows",
-                     "max_queue_rows", "max_in_flight_batches", "max_in_flight_requests", "prediction_log_buffer", "http_threads"):
+                     "max_queue_rows", "max_in_flight_batches", "max_in_flight_requests", "prediction_log_buffer", "http_read_timeout_s",
+                     "http_keepalive_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.gc_threshold < 0:
@@ -168,9 +162,6 @@ class GatewayConfig:
             raise ValueError(f"admission must be adaptive or static, not {self.admission!r}")
         if self.admission_initial_limit <= 0 or self.admission_min_limit <= 0 or self.admission_window_ms <= 0:
             raise ValueError("admission limits and window must be positive")
-        if self.admission_shed_switch_ms < 0 or self.admission_storm_switch_ms < 0:
-            raise ValueError("admission_shed_switch_ms and admission_storm_switch_ms must be >= 0 "
-                             "(0 leaves Python's switch interval alone)")
         if self.admission_tolerance <= 1.0:
             raise ValueError("admission_tolerance must be above 1 (a multiple of the floor)")
         if not 0 < self.admission_sheddable_fraction <= 1:

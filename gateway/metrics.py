@@ -122,15 +122,11 @@ class GatewayMetrics:
                                            "429s held back because the connection ignored Retry-After",
                                            registry=registry)
         self.admission_front_shed = Counter("infergate_admission_front_shed_total",
-                                            "429s answered on the HTTP front's own thread, without the event loop "
-                                            "(also counted in infergate_admission_shed_total)", registry=registry)
-        self.admission_switch_interval = Gauge("infergate_admission_switch_interval_seconds",
-                                               "Python's GIL switch interval now: shortened while the HTTP "
-                                               "front sheds (admission_shed_switch_ms, or "
-                                               "admission_storm_switch_ms in a retry storm)",
-                                               registry=registry, multiprocess_mode="max")
+                                            "429s answered by the HTTP front as the request was parsed, before a "
+                                            "task was made for it (also counted in infergate_admission_shed_total)",
+                                            registry=registry)
         self.admission_front_queue = Gauge("infergate_admission_front_queue",
-                                           "Requests the HTTP front has handed to the event loop that it has not "
+                                           "Inference requests the HTTP front has handed to a task that has not "
                                            "started yet (they count against the limit)",
                                            registry=registry, multiprocess_mode="livesum")
         self.admission_bad_priority = Counter("infergate_admission_bad_priority_total",

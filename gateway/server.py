@@ -28,7 +28,7 @@ from typing import Any, Callable
 import uvloop
 
 from gateway.app import Gateway
-from gateway.rsgi import RSGIFront, install_front_shedding
+from gateway.http1 import HTTPFront
 from gateway.config import METRICS_DIR_ENV, PROMETHEUS_DIR_ENVS, GatewayConfig
 
 log = logging.getLogger("infergate.server")
@@ -38,7 +38,7 @@ _RESTART_EVERY_S = 1.0  # at most one replacement a second
 
 def serve(config: GatewayConfig, log_level: str = "warning", worker: bool = False,
           on_ready: Callable[[], None] | None = None) -> None:
-    """Run the gateway until SIGINT/SIGTERM, on granian's RSGI front (`gateway.rsgi`).
+    """Run the gateway until SIGINT/SIGTERM, on the event loop's HTTP/1.1 front (`gateway.http1`).
 
     Start-up: the admin listener first (it answers 503 until the components are up), then the
     components (the lifespan), then the gRPC front, then the HTTP port; ``on_ready`` is called
@@ -46,8 +46,8 @@ def serve(config: GatewayConfig, log_level: str = "warning", worker: bool = Fals
     answered (within ``shutdown_timeout_s``), then the gRPC front stops and every batcher
     drains.
 
-    ``worker`` (under `run_workers`): the ports are shared with the sibling workers. Granian
-    binds every listener with SO_REUSEPORT, so the kernel spreads connections across workers
+    ``worker`` (under `run_workers`): the ports are shared with the sibling workers. Every
+    listener is bound with SO_REUSEPORT, so the kernel spreads connections across workers
     (a shared listening socket sent every connection to one worker here), and it binds only
     once this worker's start-up is done: the kernel spreads connections over *listening*
     sockets, so a worker still starting (or a replacement) takes none (a socket listening
@@ -62,14 +62,13 @@ def serve(config: GatewayConfig, log_level: str = "warning", worker: bool = Fals
         _check_free(config.host, config.port)
         if config.admin_port is not None:
             _check_free(config.host, config.admin_port)
-    front = RSGIFront(gw, gw, config.max_body_bytes, gw.components.unexpected)
-    if config.admission_front_shed:
-        install_front_shedding()
-    main = _granian(front, config.host, config.port, log_level, config.http_threads)
+    main = HTTPFront(gw, gw, limit=config.max_body_bytes, unexpected=gw.components.unexpected,
+                     shed=config.admission_front_shed, read_timeout_s=config.http_read_timeout_s,
+                     keepalive_s=config.http_keepalive_s)
     admin = None
     if gw.admin_app is not None:
-        admin = _granian(RSGIFront(gw.admin_app, None, config.max_body_bytes, gw.components.unexpected),
-                         config.host, config.admin_port, log_level, 1)
+        admin = HTTPFront(gw.admin_app, None, limit=config.max_body_bytes, unexpected=gw.components.unexpected,
+                          read_timeout_s=config.http_read_timeout_s, keepalive_s=config.http_keepalive_s)
     stop = {"signal": None}
 
     async def run() -> None:
@@ -84,71 +83,42 @@ def serve(config: GatewayConfig, log_level: str = "warning", worker: bool = Fals
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig)
-        tasks: list[asyncio.Task] = []
+        started: list[HTTPFront] = []
         try:
             if admin is not None:
-                tasks.append(await _start(admin, config.admin_port, stopping))
-                if stopping.is_set():
-                    return
+                await _listen(admin, config.host, config.admin_port, worker)
+                started.append(admin)
             async with gw._lifespan(gw.app):   # noqa: SLF001 - the Starlette lifespan, run by us
-                tasks.append(await _start(main, config.port, stopping))
-                if stopping.is_set():
-                    return
+                await _listen(main, config.host, config.port, worker)
+                started.append(main)
                 if on_ready is not None:
                     on_ready()
                 await stopping.wait()
-                for server in (main, admin):
-                    if server is not None:
-                        server.stop()
-                # The requests in flight are answered before the batchers drain.
-                deadline = loop.time() + config.shutdown_timeout_s
-                while gw.admission.limiter.in_flight > 0 and loop.time() < deadline:
-                    await asyncio.sleep(0.01)
-                await asyncio.wait(tasks, timeout=max(0.1, deadline - loop.time()))
+                # Stop accepting; the requests in flight are answered before the batchers drain.
+                await asyncio.gather(*(f.shutdown(config.shutdown_timeout_s) for f in started))
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-            for server in (main, admin):
-                if server is not None:
-                    server.stop()
-            if tasks:
-                await asyncio.wait(tasks, timeout=1.0)
+            for front in started:
+                if not front.closing:
+                    await front.shutdown(0.0)
 
     uvloop.run(run())
     if stop["signal"] is not None:
         log.info("gateway stopped cleanly on %s", stop["signal"].name)
 
 
-def _granian(app: RSGIFront, host: str, port: int, log_level: str, threads: int) -> Any:
-    from granian.constants import HTTPModes, Interfaces
-    from granian.server.embed import Server
-
-    # HTTP/1.1 only (as before); `threads` Rust I/O threads (config.http_threads). Granian's
-    # own log stays quiet below info.
-    return Server(app, address=host, port=port, interface=Interfaces.RSGI, http=HTTPModes.http1,
-                  websockets=False, backlog=4096, runtime_threads=threads,
-                  log_enabled=log_level.lower() in ("debug", "info"), log_access=False)
-
-
-async def _start(server: Any, port: int, stopping: asyncio.Event) -> asyncio.Task:
-    """Start a granian server as a task; return once it listens. A port it cannot take
-    ends the process with status 1 and the reason."""
-    listening = asyncio.Event()
-    server.on_startup(listening.set)
-    task = asyncio.ensure_future(server.serve())
-    waiter = asyncio.ensure_future(listening.wait())
-    await asyncio.wait([task, waiter, asyncio.ensure_future(stopping.wait())],
-                       return_when=asyncio.FIRST_COMPLETED)
-    if task.done() and not listening.is_set():
-        exc = task.exception()
-        log.error("cannot listen on port %d: %s", port, exc)
-        raise SystemExit(1)
-    waiter.cancel()
-    return task
+async def _listen(front: HTTPFront, host: str, port: int, worker: bool) -> None:
+    """Listen on `port`; a port it cannot take ends the process with status 1 and the reason."""
+    try:
+        await front.start(host, port, reuse_port=worker)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+        raise SystemExit(1) from exc
 
 
 def _check_free(host: str, port: int) -> None:
-    """Fail at once when another program holds the port (granian binds with SO_REUSEPORT,
+    """Fail at once when another program holds the port (workers bind with SO_REUSEPORT,
     which would share it silently with another SO_REUSEPORT listener)."""
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
