@@ -332,10 +332,10 @@ class HTTPConnection(asyncio.Protocol):
         if declared is not None and declared.isdigit() and int(declared) > front.limit:
             # refused before the body is read; the unread body makes the connection unusable
             self._refuse(E.PayloadTooLarge(f"body exceeds {front.limit} bytes"))
-        if self.busy or front.gw is None:
+        if self.busy:
             return              # served once whole, in its turn
         p = self.parser
-        if p.get_method() == b"POST":
+        if front.gw is not None and p.get_method() == b"POST":
             path = self.url.decode("latin-1")
             if "?" in path:
                 path = path.partition("?")[0]

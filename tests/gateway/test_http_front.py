@@ -218,27 +218,39 @@ def test_an_upgrade_is_not_taken_the_request_is_answered_and_the_connection_clos
     assert _answers(out, 1)[0][1] == b'{"live":true}'
 
 
-def test_expect_100_continue_is_answered_before_the_body(gw: GatewayProcess) -> None:
-    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
-        s.sendall(b"POST /v1/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                  b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(BODY))
+@pytest.mark.parametrize("where,path,body,status", [
+    ("main", "/v1/infer", BODY, 200),                      # an inference route
+    ("main", "/v1/outcomes", b'{"unit_id": "u-1", "label": 1}', 202),   # a bridged one
+    ("admin", "/admin/no/such/route", b"{}", 404),                        # the admin listener
+], ids=["infer", "bridged", "admin"])
+def test_expect_100_continue_is_answered_before_the_body(gw: GatewayProcess, where: str, path: str,
+                                                        body: bytes, status: int) -> None:
+    port = gw.port if where == "main" else int(gw.admin_url.rsplit(":", 1)[1])   # type: ignore[attr-defined]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                  b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % (path.encode(), len(body)))
         s.settimeout(5)
         assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
-        s.sendall(BODY)
+        s.sendall(body)
         out = b""
         while b"\r\n\r\n" not in out or not _answers(out, 1):
             out += s.recv(65536)
-    assert _answers(out, 1)[0][0] == 200
+    assert _answers(out, 1)[0][0] == status, out[:300]
+
+
+def _seconds_until_closed(s: socket.socket) -> float:
+    """Seconds until the gateway closes the connection (nothing more may arrive)."""
+    t0 = time.monotonic()
+    s.settimeout(10)
+    assert s.recv(100) == b""
+    return time.monotonic() - t0
 
 
 def test_a_request_that_never_finishes_arriving_is_closed_after_the_read_deadline(gw: GatewayProcess) -> None:
     # read deadline 2 s in this fixture, checked once a second: closed within ~3 s
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
         s.sendall(b"POST /v1/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{")
-        t0 = time.monotonic()
-        s.settimeout(10)
-        assert s.recv(100) == b""
-        waited = time.monotonic() - t0
+        waited = _seconds_until_closed(s)
     assert 1.0 <= waited <= 4.5, waited
 
 
@@ -255,10 +267,7 @@ def test_an_idle_keepalive_connection_is_closed_after_its_deadline(gw: GatewayPr
         while not _answers(out, 1):
             out += s.recv(65536)
         assert out.startswith(b"HTTP/1.1 200")
-        t0 = time.monotonic()
-        s.settimeout(10)
-        assert s.recv(100) == b""
-        waited = time.monotonic() - t0
+        waited = _seconds_until_closed(s)
     assert 2.0 <= waited <= 4.5, waited
 
 
