@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = config_from_args(args)
     if args.workers <= 1:
-        serve(config, args.log_level)
+        serve(config)
         return
     sys.exit(run_workers(config, args.workers, args.log_level))
 

@@ -6,11 +6,12 @@ threads four times (hand-over, body, body back, answer), each crossing waking a 
 taking the GIL; measured side by side on the full path (BENCHMARKS.md, "The HTTP front on the
 loop"), serving on the loop cost 29-35 % less CPU per request and gave 31-45 % more
 throughput at c=16-256. Here a request costs no thread switch: uvloop reads the socket, the
-parser calls back into this module, the body is whole before the handler starts, and the reply
-is written by the loop (at once, when the socket takes it).
+parser calls back into this module, and the reply is written by the loop (at once, when the
+socket takes it).
 
-The inference routes go straight to `Gateway.handle_infer` (headers picked from the parsed
-list, the body already read, the reply written in one call); everything else (health,
+The inference routes go straight to `Gateway.handle_infer` as soon as the head is parsed
+(headers picked from the parsed list; the body through a future the parser completes, done
+already when it came in the same read; the reply written in one call); everything else (health,
 metadata, metrics, admin, console, OpenAPI, extensions) goes through a small bridge to the
 Starlette apps, which serves what they send, streamed or not.
 
@@ -25,7 +26,8 @@ What the front guarantees, whatever the client does:
   heads and bodies: the connection is closed), an idle keep-alive connection is closed after
   `keepalive_s`. One sweep a second checks every connection, so nothing is timed per request.
 * **Clear errors.** Unparsable HTTP gets a 400 JSON error and a close; an upgrade (websocket,
-  h2c) a 400; an unexpected exception a 500, logged once with its traceback.
+  h2c) is not taken: the request is answered over HTTP/1.1 and the connection closed; an
+  unexpected exception gets a 500, logged once with its traceback.
 
 **Shedding at hand-over.** When the gateway is already at its adaptive limit, a plain
 refusal (an inference route, no `x-request-timeout-ms` to validate, a well-formed or absent
@@ -151,11 +153,11 @@ class HTTPFront:
         now, closed = self.tick, 0
         read, idle = self.read_timeout_s, self.keepalive_s
         for c in list(self.conns):
-            if c.reading and now - c.since >= read:
+            if c.reading:
+                if now - c.since < read:
+                    continue
                 log.info("closing %s: request not received within %.0f s", c.client, read)
-            elif not c.busy and not c.reading and now - c.since >= idle:
-                pass
-            else:
+            elif c.busy or now - c.since < idle:
                 continue
             c.close()
             closed += 1
@@ -194,6 +196,15 @@ class HTTPFront:
             return reply
 
         return refusal
+
+
+def _route(url: bytes) -> tuple[str, bool, str | None]:
+    """A request target's path (query string dropped), whether it is an inference route, and
+    the model of a v2 one."""
+    path = url.decode("latin-1")
+    if "?" in path:
+        path = path.partition("?")[0]
+    return (path, *hot_route(path))
 
 
 def _date_header() -> bytes:
@@ -336,26 +347,10 @@ class HTTPConnection(asyncio.Protocol):
             return              # served once whole, in its turn
         p = self.parser
         if front.gw is not None and p.get_method() == b"POST":
-            path = self.url.decode("latin-1")
-            if "?" in path:
-                path = path.partition("?")[0]
-            hot, model = hot_route(path)
+            _, hot, model = _route(self.url)
             if hot:
-                h = Headers(self.headers)
-                keep = p.should_keep_alive()
-                if front.refusal is not None:
-                    reply = front.refusal(model, h, self.client)
-                    if reply is not None:       # answered now; its body is read and dropped
-                        self.skip = True
-                        self._send(reply, keep)
-                        return
-                if self.expect:
-                    self.transport.write(_CONTINUE)
-                loop = asyncio.get_running_loop()
-                self.body_fut = fut = loop.create_future()
-                front.handed += 1
-                self.busy = True
-                loop.create_task(self._serve_infer(h, fut, model, keep))
+                if self._infer(Headers(self.headers), None, model, p.should_keep_alive()):
+                    self.skip = True    # answered now; its body is read and dropped
                 return
         if self.expect:
             self.transport.write(_CONTINUE)
@@ -409,25 +404,33 @@ class HTTPConnection(asyncio.Protocol):
     def _dispatch(self, req: tuple) -> None:
         """Start serving a whole request (nothing else is being served on this connection)."""
         method, url = req[0], req[1]
-        front = self.front
-        if method == b"POST" and front.gw is not None:
-            path = url.decode("latin-1")
-            if "?" in path:
-                path = path.partition("?")[0]
-            hot, model = hot_route(path)
+        if method == b"POST" and self.front.gw is not None:
+            _, hot, model = _route(url)
             if hot:
-                h = Headers(req[2])
-                if front.refusal is not None:
-                    reply = front.refusal(model, h, self.client)
-                    if reply is not None:
-                        self._send(reply, req[4])
-                        return self._next()
-                front.handed += 1
-                self.busy = True
-                asyncio.get_running_loop().create_task(self._serve_infer(h, req[3], model, req[4]))
+                if self._infer(Headers(req[2]), req[3], model, req[4]):
+                    self._next()
                 return
         self.busy = True
         asyncio.get_running_loop().create_task(self._serve(req))
+
+    def _infer(self, h: Headers, body: bytes | None, model: str | None, keep: bool) -> bool:
+        """An inference request: refused at the limit (True: answered already), else handed
+        to its handler's task with its body (None: still arriving, through `body_fut`)."""
+        front = self.front
+        if front.refusal is not None:
+            reply = front.refusal(model, h, self.client)
+            if reply is not None:
+                self._send(reply, keep)
+                return True
+        loop = asyncio.get_running_loop()
+        if body is None:
+            if self.expect:
+                self.transport.write(_CONTINUE)
+            self.body_fut = loop.create_future()
+        front.handed += 1
+        self.busy = True
+        loop.create_task(self._serve_infer(h, body if body is not None else self.body_fut, model, keep))
+        return False
 
     def _next(self) -> None:
         """The current request is answered: serve the next one waiting, if any."""
@@ -464,8 +467,7 @@ class HTTPConnection(asyncio.Protocol):
                 self._send(url, False)
                 return
             if self.front.gw is not None:
-                path = url.partition(b"?")[0].decode("latin-1")
-                hot, _ = hot_route(path)
+                path, hot, _ = _route(url)
                 if hot:                     # an inference route, not POST
                     self._send(method_not_allowed(path), keep)
                     return
@@ -489,12 +491,16 @@ class HTTPConnection(asyncio.Protocol):
             log.exception("unexpected error on %s %s", method, path)
         return error_reply(E.Internal(exc))
 
+    def _keeps(self, keep: bool) -> bool:
+        """Whether the connection stays open after this answer (`keep`: the client's wish)."""
+        return keep and not self.front.closing and not (self.last and not self.pending)
+
     def _send(self, reply: Reply, keep: bool) -> None:
         """Write a finished reply (and close the connection when it is the last)."""
         if self.closed:
             return
         status, body, content_type, extra = reply
-        keep = keep and not self.front.closing and not (self.last and not self.pending)
+        keep = self._keeps(keep)
         head = _status_line(status) + b"content-type: " + content_type + b"\r\ncontent-length: %d\r\n" % len(body)
         if extra:
             head += b"".join(k + b": " + v + b"\r\n" for k, v in extra)
@@ -556,7 +562,7 @@ class HTTPConnection(asyncio.Protocol):
                     out.append(b"transfer-encoding: chunked\r\n")
                 elif not length and status not in _NO_BODY:
                     out.append(b"content-length: %d\r\n" % (0 if head_only else len(chunk)))
-                last = not keep or self.front.closing or (self.last and not self.pending)
+                last = not self._keeps(keep)
                 if last:
                     out.append(b"connection: close\r\n")
                 out.append(b"\r\n")
@@ -595,7 +601,4 @@ class HTTPConnection(asyncio.Protocol):
                 self._send(self._unexpected(RuntimeError("the app sent no answer"),
                                             method.decode("latin-1"), raw_path), keep)
 
-
-async def _ready(body: bytes) -> bytes:
-    return body
 

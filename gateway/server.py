@@ -13,7 +13,6 @@ the worker's exit code if one dies before (a bad port or config fails every work
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import multiprocessing as mp
 import multiprocessing.connection
@@ -36,8 +35,7 @@ log = logging.getLogger("infergate.server")
 _RESTART_EVERY_S = 1.0  # at most one replacement a second
 
 
-def serve(config: GatewayConfig, log_level: str = "warning", worker: bool = False,
-          on_ready: Callable[[], None] | None = None) -> None:
+def serve(config: GatewayConfig, worker: bool = False, on_ready: Callable[[], None] | None = None) -> None:
     """Run the gateway until SIGINT/SIGTERM, on the event loop's HTTP/1.1 front (`gateway.http1`).
 
     Start-up: the admin listener first (it answers 503 until the components are up), then the
@@ -134,7 +132,7 @@ def _check_free(host: str, port: int) -> None:
 def _worker(config: GatewayConfig, log_level: str, ready: Any) -> None:
     """A spawned worker's entry point (module level, so that spawn can find it)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    serve(config, log_level, worker=True, on_ready=ready.set)
+    serve(config, worker=True, on_ready=ready.set)
 
 
 def run_workers(config: GatewayConfig, workers: int, log_level: str = "warning") -> int:
