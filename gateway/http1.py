@@ -469,7 +469,7 @@ class HTTPConnection(asyncio.Protocol):
             if self.front.gw is not None:
                 path, hot, _ = _route(url)
                 if hot:                     # an inference route, not POST
-                    self._send(method_not_allowed(path), keep)
+                    self._send(method_not_allowed(path), keep, method == b"HEAD")
                     return
             await self._bridge(method, url, headers, body, keep)
             if self.paused and not self.closed:
@@ -495,8 +495,9 @@ class HTTPConnection(asyncio.Protocol):
         """Whether the connection stays open after this answer (`keep`: the client's wish)."""
         return keep and not self.front.closing and not (self.last and not self.pending)
 
-    def _send(self, reply: Reply, keep: bool) -> None:
-        """Write a finished reply (and close the connection when it is the last)."""
+    def _send(self, reply: Reply, keep: bool, head_only: bool = False) -> None:
+        """Write a finished reply (and close the connection when it is the last); `head_only`
+        (the answer to a HEAD): its head alone, with the length the body would have."""
         if self.closed:
             return
         status, body, content_type, extra = reply
@@ -507,7 +508,9 @@ class HTTPConnection(asyncio.Protocol):
         head += self.front.date
         if not keep:
             head += b"connection: close\r\n"
-        if len(body) < 65536:
+        if head_only:
+            self.transport.write(head + b"\r\n")
+        elif len(body) < 65536:
             self.transport.write(head + b"\r\n" + body)
         else:
             self.transport.writelines((head, b"\r\n", body))

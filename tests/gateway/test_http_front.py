@@ -89,6 +89,19 @@ def test_get_on_an_inference_route_is_405_with_allow(gw: GatewayProcess) -> None
     assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"] == "method_not_allowed"
 
 
+def test_head_on_an_inference_route_is_405_without_a_body(gw: GatewayProcess) -> None:
+    """A HEAD answer carries no body (RFC 9110 9.3.2): one sent anyway would be read by the
+    client as the start of its next answer on the connection."""
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+        s.sendall(b"HEAD /v1/infer HTTP/1.1\r\nhost: x\r\n\r\n"
+                  b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        data = _recv_all(s)
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    assert sep and head.startswith(b"HTTP/1.1 405 ") and b"\r\nallow: post" in head.lower(), data
+    assert rest.startswith(b"HTTP/1.1 200 "), data          # the next answer follows the head directly
+    assert _answers(rest, 1) == [(200, b'{"live":true}')], data
+
+
 def test_bridged_routes_answer_as_on_asgi(gw: GatewayProcess) -> None:
     assert httpx.get(f"{gw.url}/v2/health/ready").status_code == 200
     meta = httpx.get(f"{gw.url}/v2/models/clf")
