@@ -158,3 +158,22 @@ def test_profile_summary_from_folded_stacks() -> None:
     assert "60.00%  uvicorn/httptools" in text and "40.00%  parse (gateway/codec_v1.py)" in text
     assert "100.00%  main (gateway/__main__.py)" in text  # inclusive, lines merged
     assert "no samples" in summarise(parse_folded([]))
+
+
+def test_stages_summary_takes_each_stage_over_the_window() -> None:
+    from bench.stages import summarise
+
+    def hist(name: str, labels: str, buckets: dict[str, int], total_s: float) -> str:
+        lines = [f'{name}_bucket{{{labels}le="{le}"}} {n}' for le, n in buckets.items()]
+        return "\n".join(lines + [f"{name}_count{{{labels.rstrip(',')}}} {max(buckets.values())}",
+                                  f"{name}_sum{{{labels.rstrip(',')}}} {total_s}"]) + "\n"
+    st = "infergate_stage_duration_seconds"
+    before = promtext.parse(hist(st, 'stage="features",', {"0.001": 10, "0.002": 10, "+Inf": 10}, 0.005)
+                            + hist("infergate_request_duration_seconds", "", {"0.001": 0, "0.004": 10, "+Inf": 10}, 0.03))
+    after = promtext.parse(hist(st, 'stage="features",', {"0.001": 60, "0.002": 110, "+Inf": 110}, 0.105)
+                           + hist("infergate_request_duration_seconds", "", {"0.001": 0, "0.004": 110, "+Inf": 110}, 0.33))
+    s = summarise(before, after)
+    # 100 reads in the window: 50 under 1 ms, 50 between 1 and 2 ms, 0.1 s in all.
+    assert s["features"]["mean"] == 1.0 and s["features"]["p50"] == 1.0 and s["features"]["p99"] == 1.98
+    assert s["pipeline"]["mean"] == 3.0 and s["pipeline"]["p90"] == 3.7
+    assert s["queue"] == {"mean": None, "p50": None, "p90": None, "p99": None}    # nothing observed
