@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.admission import CRITICAL, SHEDDABLE, Admission, Limiter
 from gateway.asgi import ClientGone
-from gateway.http1 import HTTPFront
+from gateway.http1 import HTTPConnection, HTTPFront
 from gateway.metrics import GatewayMetrics
 
 
@@ -77,13 +77,19 @@ def make(limit: int = 4, by_model: dict[str, int] | None = None, penalty_s: floa
     return front, lim, handler, reg
 
 
-def request(front: HTTPFront, path: str = "/v1/infer", method: str = "POST", client: str = "10.0.0.1:5000",
-            **headers: str) -> Transport:
-    """One request on a new connection; returns its transport (what was written)."""
+def connect(front: HTTPFront, client: str = "10.0.0.1:5000") -> tuple[HTTPConnection, Transport]:
+    """A new connection from `client`, and its transport (what the front writes to it)."""
     host, _, port = client.rpartition(":")
     t = Transport((host, int(port)))
     conn = front()
     conn.connection_made(t)
+    return conn, t
+
+
+def request(front: HTTPFront, path: str = "/v1/infer", method: str = "POST", client: str = "10.0.0.1:5000",
+            **headers: str) -> Transport:
+    """One request on a new connection; returns its transport (what was written)."""
+    conn, t = connect(front, client)
     body = b'{"model": "clf", "inputs": [0.1]}' if method == "POST" else b""
     head = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items())
     conn.data_received(f"{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n{head}\r\n"
@@ -207,9 +213,7 @@ async def test_pipelined_requests_are_refused_in_their_turn() -> None:
     """Three requests in one packet at the limit: the first is served, the two behind it are
     refused when their turn comes, in order, on the same connection."""
     front, lim, handler, _ = make(limit=1, penalty_s=0.0)
-    t = Transport(("10.0.0.5", 1))
-    conn = front()
-    conn.connection_made(t)
+    conn, t = connect(front, "10.0.0.5:1")
     body = b'{"model": "clf", "inputs": [0.1]}'
     one = b"POST /v1/infer HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
     conn.data_received(one * 3)
@@ -223,9 +227,7 @@ async def test_pipelined_requests_are_refused_in_their_turn() -> None:
 async def test_a_refusal_is_answered_before_the_body_and_the_connection_goes_on() -> None:
     front, lim, handler, _ = make(limit=1, penalty_s=0.0)
     fill(lim, 1)
-    t = Transport(("10.0.0.6", 1))
-    conn = front()
-    conn.connection_made(t)
+    conn, t = connect(front, "10.0.0.6:1")
     body = b'{"model": "clf", "inputs": [0.1]}'
     conn.data_received(b"POST /v1/infer HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body))
     assert refused(t) and front.handed == 0            # the head was enough
@@ -242,9 +244,7 @@ async def test_an_admitted_request_is_handed_over_before_its_body_arrives() -> N
     """Admission decides on the head: the handler starts (and counts in flight) while the body
     is still on its way, and gets it when it is whole."""
     front, lim, handler, _ = make(limit=4)
-    t = Transport(("10.0.0.7", 1))
-    conn = front()
-    conn.connection_made(t)
+    conn, t = connect(front, "10.0.0.7:1")
     body = b'{"model": "clf", "inputs": [0.1]}'
     conn.data_received(b"POST /v1/infer HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body) + body[:5])
     await settle()
@@ -256,9 +256,7 @@ async def test_an_admitted_request_is_handed_over_before_its_body_arrives() -> N
 
 async def test_a_client_leaving_before_its_body_ends_its_handler() -> None:
     front, lim, handler, _ = make(limit=4)
-    t = Transport(("10.0.0.8", 1))
-    conn = front()
-    conn.connection_made(t)
+    conn, t = connect(front, "10.0.0.8:1")
     conn.data_received(b"POST /v1/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 50\r\n\r\n{")
     await settle()
     assert len(handler.calls) == 1
