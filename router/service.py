@@ -62,6 +62,7 @@ class RouterService:
         history_limit: int = 1000,
         units_ttl_s: int = 7 * 24 * 3600,
         max_pending_units: int = 500_000,
+        units_resend_after_s: float = 60.0,
         guardrail_window_s: float = 10.0,
         guardrail_min_requests: int = 100,
         guardrail_sustain: int = 2,
@@ -79,7 +80,8 @@ class RouterService:
         self._router = Router.from_configs(self._initial.values())
         self._meta: dict[str, StoredExperiment] = {}
         self._exposures = ExposureAggregator(self._store, self._metrics, srm_alpha, units_ttl_s=units_ttl_s,
-                                             max_pending_units=max_pending_units)
+                                             max_pending_units=max_pending_units,
+                                             resend_after_s=units_resend_after_s)
         self._guard = GuardrailMonitor(self._store, self._metrics, window_s=guardrail_window_s,
                                        min_requests=guardrail_min_requests, sustain=guardrail_sustain,
                                        slot_s=guardrail_slot_s, clock=clock)

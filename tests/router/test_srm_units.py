@@ -14,6 +14,7 @@ from router import RouterService
 from router.assign import CompiledExperiment
 from router.config import default_experiments
 from router.errors import StoreUnavailable
+from router.store import ExperimentStore
 
 from faults.proxy import FaultProxy
 from _router_helpers import units
@@ -116,3 +117,63 @@ async def test_overlapping_flushes_count_once(redis_client, prefix) -> None:
     state = svc.state("clf-demo")
     assert sum(state["exposures"]["counts"].values()) == 50_000
     assert sum(state["units"]["counts"].values()) == 50_000
+
+
+async def test_returning_units_are_not_sent_again_until_the_memory_is_forgotten(redis_client, prefix,
+                                                                                monkeypatch) -> None:
+    """Units this replica sent lately are skipped (no SADD, no re-hashing each interval);
+    after `resend_after_s` they are sent again, which refills a set Redis lost."""
+    svc = demo_service(redis_client, prefix, units_resend_after_s=60.0)
+    now = [1000.0]
+    monkeypatch.setattr(svc._exposures, "_clock", lambda: now[0])  # noqa: SLF001
+    await svc.resync()
+    sent: list[int] = []
+    add_units = ExperimentStore.add_units
+
+    async def counting(self, name, alloc_id, units, ttl_s):
+        sent.append(sum(map(len, units.values())))
+        return await add_units(self, name, alloc_id, units, ttl_s)
+    monkeypatch.setattr(ExperimentStore, "add_units", counting)
+    ids = units(3_000)
+    for u in ids:
+        svc.router.assign("clf", u)
+    await svc.flush_exposures()
+    for u in ids[:2_000] + units(500, "new"):      # 2,000 returning, 500 new
+        svc.router.assign("clf", u)
+    await svc.flush_exposures()
+    assert sent == [3_000, 500]
+    assert sum(svc.state("clf-demo")["units"]["counts"].values()) == 3_500
+    # Redis loses the sets; within the window nothing is resent, after it everything seen is.
+    exp = svc.router.experiment("clf-demo")
+    await redis_client.delete(*[f"{prefix}router:units:clf-demo:{exp.alloc_id}:{v}" for v in ("a", "b")])
+    for u in ids:
+        svc.router.assign("clf", u)
+    now[0] += 30
+    await svc.flush_exposures()
+    assert sent[-1] == 0 and sum(svc.state("clf-demo")["units"]["counts"].values()) == 0
+    for u in ids:
+        svc.router.assign("clf", u)
+    now[0] += 31
+    await svc.flush_exposures()
+    assert sent[-1] == 3_000 and sum(svc.state("clf-demo")["units"]["counts"].values()) == 3_000
+
+
+async def test_the_memory_of_sent_units_is_bounded(redis_client, prefix, monkeypatch) -> None:
+    svc = demo_service(redis_client, prefix)
+    svc._exposures.max_remembered_units = 2_500  # noqa: SLF001
+    await svc.resync()
+    sent: list[int] = []
+    add_units = ExperimentStore.add_units
+
+    async def counting(self, name, alloc_id, units, ttl_s):
+        sent.append(sum(map(len, units.values())))
+        return await add_units(self, name, alloc_id, units, ttl_s)
+    monkeypatch.setattr(ExperimentStore, "add_units", counting)
+    for batch in (units(2_000), units(1_000, "more"), units(1_000, "more")):
+        for u in batch:
+            svc.router.assign("clf", u)
+        await svc.flush_exposures()
+    # 2,000 remembered; 1,000 more would pass 2,500: forgotten, the 1,000 kept; they are skipped next
+    assert sent == [2_000, 1_000, 0]
+    assert len(next(iter(svc._exposures._sent.values()))[1]) == 1_000  # noqa: SLF001
+    assert sum(svc.state("clf-demo")["units"]["counts"].values()) == 3_000
