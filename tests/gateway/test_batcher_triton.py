@@ -61,8 +61,15 @@ async def _pairs(triton: TritonServer, max_joined: int) -> tuple[int, int, float
         b = MicroBatcher("clf:1", infer, max_rows=64, max_in_flight=1,
                          join_window_s=spec.queue_delay_s * 0.5, max_joined=max_joined)
         x = {"INPUT": np.zeros((1, 20), np.float32)}
+        before, _ = await asyncio.to_thread(_stats, triton)
         await b.submit(x, time.perf_counter() + 5)   # warm: the first call of a version is slow
+        # Its row is counted after it answers: wait for it, or it lands in the window (21 rows
+        # counted once, in CI).
+        deadline = time.monotonic() + 2.0
         rows0, execs0 = await asyncio.to_thread(_stats, triton)
+        while rows0 < before + 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            rows0, execs0 = await asyncio.to_thread(_stats, triton)
         for _ in range(PAIRS):
             first = b.submit(x, time.perf_counter() + 5)
             await asyncio.sleep(0)                   # the first call leaves
