@@ -63,12 +63,13 @@ def delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, 
     return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in sorted(set(after) | set(before))}
 
 
-def avg_batch(before: Samples, after: Samples, sum_name: str, count_name: str) -> float | None:
-    """Mean rows per call over the interval, from a histogram's (or counters') sum and count."""
-    calls = total(after, count_name) - total(before, count_name)
+def avg_batch(before: Samples, after: Samples, sum_name: str, count_name: str, **labels: str) -> float | None:
+    """Mean over the interval, from a histogram's (or counters') sum and count (rows per call,
+    seconds per observation); `labels` select the series (summed over the others)."""
+    calls = total(after, count_name, **labels) - total(before, count_name, **labels)
     if calls <= 0:
         return None
-    return (total(after, sum_name) - total(before, sum_name)) / calls
+    return (total(after, sum_name, **labels) - total(before, sum_name, **labels)) / calls
 
 
 def quantile(before: Samples, after: Samples, name: str, q: float, **labels: str) -> float | None:

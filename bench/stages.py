@@ -45,9 +45,8 @@ def summarise(before: promtext.Samples, after: promtext.Samples) -> dict[str, di
     out: dict[str, dict[str, float | None]] = {}
     series = [(st, STAGE, {"stage": st}) for st in ("features", "queue", "inference")] + [("pipeline", TOTAL, {})]
     for name, metric, labels in series:
-        n = promtext.total(after, f"{metric}_count", **labels) - promtext.total(before, f"{metric}_count", **labels)
-        s = promtext.total(after, f"{metric}_sum", **labels) - promtext.total(before, f"{metric}_sum", **labels)
-        row: dict[str, float | None] = {"mean": _ms(s / n) if n else None}
+        row: dict[str, float | None] = {
+            "mean": _ms(promtext.avg_batch(before, after, f"{metric}_sum", f"{metric}_count", **labels))}
         for q in QUANTILES:
             row[f"p{round(q * 100)}"] = _ms(promtext.quantile(before, after, metric, q, **labels))
         out[name] = row

@@ -48,6 +48,18 @@ def _stats(triton: TritonServer) -> tuple[int, int]:
     return int(s["inference_count"]), int(s["execution_count"])
 
 
+async def _counted(triton: TritonServer, rows: int) -> tuple[int, int]:
+    """Triton's (rows, executions) once it has counted at least `rows` rows (within 2 s):
+    it records an execution's statistics after it answers, so a read right away can miss
+    the last ones (it did: once the last pair, once the warm-up call in the next window)."""
+    deadline = time.monotonic() + 2.0
+    got = await asyncio.to_thread(_stats, triton)
+    while got[0] < rows and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        got = await asyncio.to_thread(_stats, triton)
+    return got
+
+
 async def _pairs(triton: TritonServer, max_joined: int) -> tuple[int, int, float]:
     """PAIRS times: one request, then a second one loop turn later, while the first is in
     flight. Returns Triton's (rows, executions) over them and the model's queue delay."""
@@ -63,26 +75,14 @@ async def _pairs(triton: TritonServer, max_joined: int) -> tuple[int, int, float
         x = {"INPUT": np.zeros((1, 20), np.float32)}
         before, _ = await asyncio.to_thread(_stats, triton)
         await b.submit(x, time.perf_counter() + 5)   # warm: the first call of a version is slow
-        # Its row is counted after it answers: wait for it, or it lands in the window (21 rows
-        # counted once, in CI).
-        deadline = time.monotonic() + 2.0
-        rows0, execs0 = await asyncio.to_thread(_stats, triton)
-        while rows0 < before + 1 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-            rows0, execs0 = await asyncio.to_thread(_stats, triton)
+        rows0, execs0 = await _counted(triton, before + 1)
         for _ in range(PAIRS):
             first = b.submit(x, time.perf_counter() + 5)
             await asyncio.sleep(0)                   # the first call leaves
             second = b.submit(x, time.perf_counter() + 5)
             (out1, _), (out2, _) = await asyncio.gather(first, second)
             np.testing.assert_array_equal(out1["PROBS"], out2["PROBS"])
-        # Triton records an execution's statistics after it answers: wait until the rows of
-        # every answered request are counted (a read right away missed the last pair once).
-        deadline = time.monotonic() + 2.0
-        rows1, execs1 = await asyncio.to_thread(_stats, triton)
-        while rows1 - rows0 < 2 * PAIRS and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-            rows1, execs1 = await asyncio.to_thread(_stats, triton)
+        rows1, execs1 = await _counted(triton, rows0 + 2 * PAIRS)
         return rows1 - rows0, execs1 - execs0, spec.queue_delay_s
     finally:
         await backend.close()

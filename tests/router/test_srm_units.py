@@ -119,7 +119,20 @@ async def test_overlapping_flushes_count_once(redis_client, prefix) -> None:
     assert sum(state["units"]["counts"].values()) == 50_000
 
 
-async def test_returning_units_are_not_sent_again_until_the_memory_is_forgotten(redis_client, prefix,
+@pytest.fixture
+def sent(monkeypatch) -> list[int]:
+    """How many units each flush SADDs, in order (the real store still writes them)."""
+    out: list[int] = []
+    add_units = ExperimentStore.add_units
+
+    async def counting(self, name, alloc_id, units, ttl_s):
+        out.append(sum(map(len, units.values())))
+        return await add_units(self, name, alloc_id, units, ttl_s)
+    monkeypatch.setattr(ExperimentStore, "add_units", counting)
+    return out
+
+
+async def test_returning_units_are_not_sent_again_until_the_memory_is_forgotten(redis_client, prefix, sent,
                                                                                 monkeypatch) -> None:
     """Units this replica sent lately are skipped (no SADD, no re-hashing each interval);
     after `resend_after_s` they are sent again, which refills a set Redis lost."""
@@ -127,13 +140,6 @@ async def test_returning_units_are_not_sent_again_until_the_memory_is_forgotten(
     now = [1000.0]
     monkeypatch.setattr(svc._exposures, "_clock", lambda: now[0])  # noqa: SLF001
     await svc.resync()
-    sent: list[int] = []
-    add_units = ExperimentStore.add_units
-
-    async def counting(self, name, alloc_id, units, ttl_s):
-        sent.append(sum(map(len, units.values())))
-        return await add_units(self, name, alloc_id, units, ttl_s)
-    monkeypatch.setattr(ExperimentStore, "add_units", counting)
     ids = units(3_000)
     for u in ids:
         svc.router.assign("clf", u)
@@ -158,17 +164,10 @@ async def test_returning_units_are_not_sent_again_until_the_memory_is_forgotten(
     assert sent[-1] == 3_000 and sum(svc.state("clf-demo")["units"]["counts"].values()) == 3_000
 
 
-async def test_the_memory_of_sent_units_is_bounded(redis_client, prefix, monkeypatch) -> None:
+async def test_the_memory_of_sent_units_is_bounded(redis_client, prefix, sent) -> None:
     svc = demo_service(redis_client, prefix)
     svc._exposures.max_remembered_units = 2_500  # noqa: SLF001
     await svc.resync()
-    sent: list[int] = []
-    add_units = ExperimentStore.add_units
-
-    async def counting(self, name, alloc_id, units, ttl_s):
-        sent.append(sum(map(len, units.values())))
-        return await add_units(self, name, alloc_id, units, ttl_s)
-    monkeypatch.setattr(ExperimentStore, "add_units", counting)
     for batch in (units(2_000), units(1_000, "more"), units(1_000, "more")):
         for u in batch:
             svc.router.assign("clf", u)
