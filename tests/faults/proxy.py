@@ -1,9 +1,13 @@
 """A TCP fault proxy in front of a real server (Triton's gRPC port, a Redis), after asyncpg's
 ``_testbase.fuzzer.TCPFuzzingProxy``.
 
-It runs its own event loop in a daemon thread, so the load it carries never depends on how
-busy the test's loop is, and modes are switched from any thread; a switch has taken effect
-when the call returns.
+``FaultProxy`` runs the proxy in a child process of its own (this file, run as a script), so
+the latency of what it forwards never depends on the test process: a load generator busy in
+the test's loop holds that process's GIL, and a proxy thread beside it waited for the GIL on
+every step (a circuit's recovery probe, through a new connection, then took longer than the
+gateway's 250 ms read deadline). Modes are switched from any thread over a pipe; a switch has
+taken effect when the call returns. ``ThreadProxy`` is the proxy itself (its own event loop in
+a daemon thread), what the child runs.
 
 Modes:
 
@@ -23,8 +27,11 @@ same port. A failed upstream connect RSTs the client, as a dead server's host wo
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -66,8 +73,8 @@ class _Conn:
             t.cancel()
 
 
-class FaultProxy:
-    """``FaultProxy(("127.0.0.1", 6379)).start()``; ``.address`` is "127.0.0.1:PORT"."""
+class ThreadProxy:
+    """The proxy in a daemon thread of this process: ``ThreadProxy(("127.0.0.1", 6379)).start()``."""
 
     def __init__(self, target: tuple[str, int] | str, port: int = 0, name: str = "proxy") -> None:
         if isinstance(target, str):
@@ -87,7 +94,7 @@ class FaultProxy:
 
     def __repr__(self) -> str:
         extra = f" {self.delay_s * 1e3:.0f} ms" if self.mode == LATENCY else ""
-        return (f"<FaultProxy {self.name} :{self.port} -> {self.target[0]}:{self.target[1]} "
+        return (f"<{type(self).__name__} {self.name} :{self.port} -> {self.target[0]}:{self.target[1]} "
                 f"[{self.mode}{extra} | open {len(self._conns)}]>")
 
     @property
@@ -99,7 +106,7 @@ class FaultProxy:
 
     # -- lifecycle (any thread) -------------------------------------------------------------
 
-    def start(self) -> "FaultProxy":
+    def start(self) -> "ThreadProxy":
         ready = threading.Event()
 
         def run() -> None:
@@ -124,7 +131,7 @@ class FaultProxy:
         self._loop.close()
         self._loop = None
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> "ThreadProxy":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -262,3 +269,113 @@ class FaultProxy:
                 await dst.drain()
         except OSError:
             _rst(dst)
+
+
+class FaultProxy:
+    """``FaultProxy(("127.0.0.1", 6379)).start()``: a ``ThreadProxy`` in a child process, same
+    modes; ``.address`` is "127.0.0.1:PORT", ``.stats`` the child's counters."""
+
+    def __init__(self, target: tuple[str, int] | str, port: int = 0, name: str = "proxy") -> None:
+        if isinstance(target, str):
+            host, _, p = target.rpartition(":")
+            target = (host or "127.0.0.1", int(p))
+        self.target = target
+        self.name = name
+        self.port = port
+        self._proc: subprocess.Popen[str] | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> "FaultProxy":
+        self._proc = subprocess.Popen(
+            [sys.executable, __file__, self.target[0], str(self.target[1]), str(self.port), self.name],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.port = self._ask({"op": "state"})["port"]
+        return self
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        assert proc.stdin is not None
+        proc.stdin.close()  # the child stops its proxy and exits at EOF
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def __enter__(self) -> "FaultProxy":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _ask(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            proc = self._proc
+            assert proc is not None and proc.stdin is not None and proc.stdout is not None, "proxy not started"
+            proc.stdin.write(json.dumps(cmd) + "\n")
+            line = proc.stdout.readline()  # the child answers every line, once the mode is in force
+        if not line:
+            raise RuntimeError(f"fault proxy {self.name!r} exited (rc {proc.poll()})")
+        return json.loads(line)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def url(self, scheme: str = "redis", path: str = "/0") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self._ask({"op": "state"})["stats"]
+
+    @property
+    def mode(self) -> str:
+        return self._ask({"op": "state"})["mode"]
+
+    def pass_through(self) -> None:
+        self._ask({"op": "set", "mode": PASS})
+
+    def latency(self, seconds: float) -> None:
+        self._ask({"op": "set", "mode": LATENCY, "delay": seconds})
+
+    def reset(self) -> None:
+        self._ask({"op": "set", "mode": RESET})
+
+    def blackhole(self) -> None:
+        self._ask({"op": "set", "mode": BLACKHOLE})
+
+    def refuse(self) -> None:
+        self._ask({"op": "set", "mode": REFUSE})
+
+    def __repr__(self) -> str:
+        if self._proc is None:
+            return f"<FaultProxy {self.name} :{self.port} -> {self.target[0]}:{self.target[1]} [stopped]>"
+        return self._ask({"op": "state"})["repr"].replace("<ThreadProxy", "<FaultProxy", 1)
+
+
+def _serve(host: str, port: int, listen: int, name: str) -> None:
+    """The child: one ThreadProxy, driven by JSON lines on stdin, one JSON answer per line."""
+    proxy = ThreadProxy((host, port), port=listen, name=name).start()
+    setters = {PASS: proxy.pass_through, RESET: proxy.reset, BLACKHOLE: proxy.blackhole, REFUSE: proxy.refuse}
+    try:
+        for line in sys.stdin:
+            cmd = json.loads(line)
+            if cmd["op"] == "set":
+                if cmd["mode"] == LATENCY:
+                    proxy.latency(cmd["delay"])
+                else:
+                    setters[cmd["mode"]]()
+            out = {"port": proxy.port, "mode": proxy.mode, "stats": proxy.stats, "repr": repr(proxy)}
+            sys.stdout.write(json.dumps(out) + "\n")
+            sys.stdout.flush()
+    finally:
+        proxy.stop()
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
