@@ -125,9 +125,9 @@ def sent(monkeypatch) -> list[int]:
     out: list[int] = []
     add_units = ExperimentStore.add_units
 
-    async def counting(self, name, alloc_id, units, ttl_s):
+    async def counting(self, name, alloc_id, units, ttl_s, **kw):
         out.append(sum(map(len, units.values())))
-        return await add_units(self, name, alloc_id, units, ttl_s)
+        return await add_units(self, name, alloc_id, units, ttl_s, **kw)
     monkeypatch.setattr(ExperimentStore, "add_units", counting)
     return out
 
@@ -176,3 +176,51 @@ async def test_the_memory_of_sent_units_is_bounded(redis_client, prefix, sent) -
     assert sent == [2_000, 1_000, 0]
     assert len(next(iter(svc._exposures._sent.values()))[1]) == 1_000  # noqa: SLF001
     assert sum(svc.state("clf-demo")["units"]["counts"].values()) == 3_000
+
+
+async def test_new_units_go_a_chunk_per_loop_turn_and_a_cancelled_flush_loses_none(redis_client, prefix,
+                                                                                    monkeypatch) -> None:
+    import asyncio
+
+    svc = demo_service(redis_client, prefix)
+    await svc.resync()
+    svc._exposures.unit_chunk = 100  # noqa: SLF001 - the default is 1,000
+    sizes: list[int] = []
+    sadd = redis_client.sadd
+
+    async def counting(key, *members):
+        sizes.append(len(members))
+        return await sadd(key, *members)
+    monkeypatch.setattr(redis_client, "sadd", counting)
+    turns = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    tick = asyncio.ensure_future(ticker())
+    try:
+        for u in units(2_000, "first"):
+            svc.router.assign("clf", u)
+        await svc.flush_exposures()
+        assert sum(sizes) == 2_000 and max(sizes) <= 100, sizes
+        # split, SADD and remember each yield between chunks: other tasks ran throughout
+        assert turns >= 2_000 // 100, turns
+
+        # a flush cancelled part-way leaves what it had not sent for the next one
+        for u in units(3_000, "second"):
+            svc.router.assign("clf", u)
+        flush = asyncio.ensure_future(svc.flush_exposures())
+        at = len(sizes)
+        while len(sizes) < at + 5:
+            await asyncio.sleep(0)
+        flush.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await flush
+        assert 0 < sum(sizes[at:]) < 3_000
+        await svc.flush_exposures()
+        assert sum(svc.state("clf-demo")["units"]["counts"].values()) == 5_000
+    finally:
+        tick.cancel()
