@@ -1,18 +1,26 @@
 """Medians over the ABAB rounds of abab.sh: gateway_full against its own run's Triton-direct.
 
-    python bench/results/start-vs-now/summarise.py [DIR]   # DIR holds base-*-roundN.json, main-*-roundN.json
-Writes summary.json and start-vs-now.png beside the inputs.
+    python bench/results/start-vs-now/summarise.py [DIR] [--base LABEL --main LABEL --title T --png NAME]
+DIR holds base-roundN.json and main-roundN.json. Writes summary.json and the PNG (three panels:
+throughput and p99 against Triton-direct, the gateway's CPU per request) beside the inputs.
 """
+import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-here = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent
+ap = argparse.ArgumentParser()
+ap.add_argument("dir", nargs="?", type=Path, default=Path(__file__).parent)
+ap.add_argument("--base", default="c4be410, issue 17 filed")
+ap.add_argument("--main", default="acb1ae9, main now")
+ap.add_argument("--title", default="issue 17: its starting tree vs now, same sitting, medians of 3 rounds")
+ap.add_argument("--png", default="start-vs-now.png")
+args = ap.parse_args()
+here = args.dir
 runs: dict[tuple[str, int], list[dict]] = {}
 for path in sorted(here.glob("*-round*.json")):
     tree = path.name.split("-")[0]
@@ -33,17 +41,19 @@ doc = {"rounds": {f"{t} c={n}": rs for (t, n), rs in sorted(runs.items())}, "med
 for k, m in medians.items():
     print(k, m)
 
-LABEL = {"base": "c4be410, issue 17 filed", "main": "acb1ae9, main now"}
+LABEL = {"base": args.base, "main": args.main}
+PANELS = (("vs_direct", "throughput / Triton-direct (same run)"), ("p99_vs_direct", "p99 / Triton-direct's"),
+          ("gateway_cpu_us_per_req", "gateway CPU µs per request"))
 conns = sorted({n for _, n in runs})
-fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+fig, axes = plt.subplots(1, len(PANELS), figsize=(15, 4))
 for tree, colour in (("base", "tab:grey"), ("main", "tab:blue")):
     xs = [i + (-0.2 if tree == "base" else 0.2) for i in range(len(conns))]
-    a1.bar(xs, [medians[f"{tree} c={n}"]["vs_direct"] for n in conns], 0.4, color=colour, label=LABEL[tree])
-    a2.bar(xs, [medians[f"{tree} c={n}"]["gateway_cpu_us_per_req"] for n in conns], 0.4, color=colour, label=LABEL[tree])
-for ax, title in ((a1, "throughput / Triton-direct (same run)"), (a2, "gateway CPU µs per request")):
+    for ax, (key, _) in zip(axes, PANELS):
+        ax.bar(xs, [medians[f"{tree} c={n}"][key] for n in conns], 0.4, color=colour, label=LABEL[tree])
+for ax, (_, title) in zip(axes, PANELS):
     ax.set_xticks(range(len(conns)), [f"c={n}" for n in conns])
     ax.set_title(title)
     ax.legend()
-fig.suptitle("issue 17: its starting tree vs now, same sitting, medians of 3 rounds")
+fig.suptitle(args.title)
 fig.tight_layout()
-fig.savefig(here / "start-vs-now.png", dpi=100)
+fig.savefig(here / args.png, dpi=100)
