@@ -73,8 +73,8 @@ class _Conn:
             t.cancel()
 
 
-class ThreadProxy:
-    """The proxy in a daemon thread of this process: ``ThreadProxy(("127.0.0.1", 6379)).start()``."""
+class _Endpoint:
+    """What both proxies share: the target, the listening port and its URLs, a context manager."""
 
     def __init__(self, target: tuple[str, int] | str, port: int = 0, name: str = "proxy") -> None:
         if isinstance(target, str):
@@ -83,6 +83,32 @@ class ThreadProxy:
         self.target = target
         self.name = name
         self.port = port
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def url(self, scheme: str = "redis", path: str = "/0") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ThreadProxy(_Endpoint):
+    """The proxy in a daemon thread of this process: ``ThreadProxy(("127.0.0.1", 6379)).start()``."""
+
+    def __init__(self, target: tuple[str, int] | str, port: int = 0, name: str = "proxy") -> None:
+        super().__init__(target, port, name)
         self.mode = PASS
         self.delay_s = 0.0
         self.stats: dict[str, int] = {"accepted": 0, "reset": 0, "blackholed": 0,
@@ -96,13 +122,6 @@ class ThreadProxy:
         extra = f" {self.delay_s * 1e3:.0f} ms" if self.mode == LATENCY else ""
         return (f"<{type(self).__name__} {self.name} :{self.port} -> {self.target[0]}:{self.target[1]} "
                 f"[{self.mode}{extra} | open {len(self._conns)}]>")
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def url(self, scheme: str = "redis", path: str = "/0") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     # -- lifecycle (any thread) -------------------------------------------------------------
 
@@ -130,12 +149,6 @@ class ThreadProxy:
         self._thread.join(5)
         self._loop.close()
         self._loop = None
-
-    def __enter__(self) -> "ThreadProxy":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- modes (any thread) ------------------------------------------------------------------
 
@@ -271,17 +284,12 @@ class ThreadProxy:
             _rst(dst)
 
 
-class FaultProxy:
+class FaultProxy(_Endpoint):
     """``FaultProxy(("127.0.0.1", 6379)).start()``: a ``ThreadProxy`` in a child process, same
     modes; ``.address`` is "127.0.0.1:PORT", ``.stats`` the child's counters."""
 
     def __init__(self, target: tuple[str, int] | str, port: int = 0, name: str = "proxy") -> None:
-        if isinstance(target, str):
-            host, _, p = target.rpartition(":")
-            target = (host or "127.0.0.1", int(p))
-        self.target = target
-        self.name = name
-        self.port = port
+        super().__init__(target, port, name)
         self._proc: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
 
@@ -306,12 +314,6 @@ class FaultProxy:
         if proc.stdout is not None:
             proc.stdout.close()
 
-    def __enter__(self) -> "FaultProxy":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def _ask(self, cmd: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             proc = self._proc
@@ -321,13 +323,6 @@ class FaultProxy:
         if not line:
             raise RuntimeError(f"fault proxy {self.name!r} exited (rc {proc.poll()})")
         return json.loads(line)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def url(self, scheme: str = "redis", path: str = "/0") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     @property
     def stats(self) -> dict[str, int]:
