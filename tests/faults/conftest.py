@@ -34,8 +34,34 @@ RESULTS = ROOT / "bench" / "results" / "faults.json"
 SLOW = os.environ.get("RUN_SLOW") == "1"
 
 
+_PREFIXES: list[str] = []  # every key prefix handed to a gateway here, dropped at the end
+
+
 def private_env(**extra: str) -> dict[str, str]:
-    return {"INFERGATE_REDIS_KEY_PREFIX": f"faults-{uuid.uuid4().hex[:8]}:", **extra}
+    prefix = f"faults-{uuid.uuid4().hex[:8]}:"
+    _PREFIXES.append(prefix)
+    return {"INFERGATE_REDIS_KEY_PREFIX": prefix, **extra}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_gateway_keys() -> Iterator[None]:
+    """The fault gateways' prediction streams and router keys in the shared Redis (the default
+    experiments store; private servers go with their process): ~4 keys per gateway, left
+    behind by every run before."""
+    yield
+    import redis
+
+    client = redis.Redis.from_url(os.environ.get("INFERGATE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+                                  socket_timeout=5, socket_connect_timeout=2)
+    try:
+        for prefix in _PREFIXES:
+            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+            if keys:
+                client.delete(*keys)
+    except redis.RedisError:
+        pass  # cleanup only: a Redis gone at the end is not a test failure
+    finally:
+        client.close()
 
 
 def v1_requests(n: int = 64, *, deadline_ms: int = DEADLINE_MS, seed: int = 3) -> list[bytes]:
