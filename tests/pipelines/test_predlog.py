@@ -167,3 +167,26 @@ def test_predictions_and_outcomes_reach_redis_and_the_ab_report(gw: GatewayProce
     md = next((wd / "kfp-root").glob("ab-report-*/report/markdown")).read_text()
     html = next((wd / "kfp-root").glob("ab-report-*/report/html")).read_text()
     assert "two-proportion z-test" in md and "SRM" in md and html.count("data:image/png;base64,") == 2
+
+
+def test_predicted_classes_in_one_call_match_the_per_record_argmax() -> None:
+    from gateway.predlog import _classes_of, predicted_classes
+
+    rng = np.random.default_rng(5)
+    batch = rng.random((64, 3)).astype(np.float32)
+    one_row = [{"PROBS": batch[i:i + 1]} for i in range(10)]
+    assert predicted_classes(one_row) == [[int(np.argmax(batch[i]))] for i in range(10)]
+    several = [{"PROBS": batch[0:3]}, {"PROBS": batch[3:4]}, {"PROBS": batch[4:4]}, {"PROBS": batch[4:9]}]
+    assert predicted_classes(several) == [np.argmax(batch[a:b], axis=1).tolist()
+                                          for a, b in ((0, 3), (3, 4), (4, 4), (4, 9))]
+    # records that cannot be joined take the per-record path, with the same answers
+    mixed = [{"P": batch[:2]}, {"P": rng.random((2, 5))}, {"P": np.arange(6, dtype=np.int64).reshape(3, 2)},
+             {"P": np.array(["a", "b"])[None, :]}, {"P": batch[0]}, {}, {"P": np.zeros((2, 0), np.float32)},
+             batch[5:7]]
+    expected = [_classes_of(next(iter(o.values()), None) if isinstance(o, dict) else o) for o in mixed]
+    assert predicted_classes(mixed) == expected
+    assert expected[:3] == [np.argmax(batch[:2], axis=1).tolist(), np.argmax(mixed[1]["P"], axis=1).tolist(),
+                            [1, 1, 1]]
+    assert expected[3:7] == [[], [], [], []] and expected[7] == np.argmax(batch[5:7], axis=1).tolist()
+    assert predicted_classes([{"T": np.array(["x"])[None, :]}] * 3) == [[], [], []]  # not numeric: none
+    assert predicted_classes([]) == []
