@@ -167,8 +167,8 @@ class ExperimentStore:
 
         At most ``chunk`` units per command and one command per round trip, so that neither
         this loop (redis-py packs ~0.64 µs per member, in Python) nor Redis (adding the members;
-        feature reads wait behind it) is held for long; SADD is idempotent, so a failure part-way loses nothing
-        the caller sends again."""
+        feature reads wait behind it) is held for long; SADD is idempotent, so a failure
+        part-way loses nothing the caller sends again."""
         keys = {v: f"{self._p}units:{name}:{alloc_id}:{v}" for v in units}
         try:
             for v, seen in units.items():

@@ -192,6 +192,13 @@ async def test_new_units_go_a_chunk_per_loop_turn_and_a_cancelled_flush_loses_no
         sizes.append(len(members))
         return await sadd(key, *members)
     monkeypatch.setattr(redis_client, "sadd", counting)
+    split: list[int] = []
+    split_units = CompiledExperiment.split_units
+
+    def splitting(self, units):
+        split.append(len(units))
+        return split_units(self, units)
+    monkeypatch.setattr(CompiledExperiment, "split_units", splitting)
     turns = 0
 
     async def ticker() -> None:
@@ -205,9 +212,9 @@ async def test_new_units_go_a_chunk_per_loop_turn_and_a_cancelled_flush_loses_no
         for u in units(2_000, "first"):
             svc.router.assign("clf", u)
         await svc.flush_exposures()
-        assert sum(sizes) == 2_000 and max(sizes) <= 100, sizes
-        # split, SADD and remember each yield between chunks: other tasks ran throughout
-        assert turns >= 2_000 // 100, turns
+        assert sum(sizes) == 2_000 and max(sizes) <= 100, sizes    # SADDed a chunk per round trip
+        assert sum(split) == 2_000 and max(split) <= 100, split    # split a chunk at a time
+        assert turns >= 2_000 // 100, turns                        # other tasks ran throughout
 
         # a flush cancelled part-way leaves what it had not sent for the next one
         for u in units(3_000, "second"):
