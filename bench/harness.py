@@ -5,6 +5,10 @@
 
 One Triton for the whole run; each gateway configuration is started once, measured at every
 concurrency (a warm-up, then `--runs` runs per cell; the cell is their median) and stopped.
+Each side runs at its own best Triton queue delay (bench/queue_delay.py): Triton-direct and
+gateway_nobatch (single-row calls) at the repository's 100 µs, the batching gateway's targets
+at 0 (`--gateway-queue-delay-us 100` measures them as before 2026-12-07); every cell records
+the delay it ran with (`triton_queue_delay_us`).
 Every run is checked (see bench/checks.py); any violation is recorded in the JSON and makes
 the command exit with status 1 after the results are written.
 
@@ -36,6 +40,7 @@ from bench import checks, promtext, procstat, report, stats
 from bench.targets import (ALL_TARGETS, EXTRA_TARGETS, TRITON_PATH, FeatureSetup, TargetSpec, TargetStartError,
                            drop_keys, experiment_weights, prepare_features, probe, start_gateway, target_specs)
 from bench.peers.launch import PEERS, PeerError, PeerServer
+from bench.queue_delay import DIRECT_US, GATEWAY_US, QueueDelay, staged_repository
 from bench.wrk import run_wrk, wrk_binary, wrk_command
 from runtime.stack import GatewayProcess
 from runtime.triton import TritonRuntime, TritonServer
@@ -62,6 +67,8 @@ class Plan:
     plots: bool
     entities: str = "datagen"   # who the feature store holds: datagen users or synthetic ones
     peers: tuple[str, ...] = ()  # Python serving peers measured after our targets (bench/peers)
+    direct_delay_us: int = DIRECT_US    # Triton's queue delay for Triton-direct (bench/queue_delay.py)
+    gateway_delay_us: int = GATEWAY_US  # ... and behind the gateway's targets
 
 
 def parse_args(argv: list[str] | None = None) -> Plan:
@@ -88,6 +95,11 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     p.add_argument("--peers", nargs="?", const=",".join(PEERS), default="",
                    help=f"also measure these serving peers (default all: {','.join(PEERS)}); their venvs "
                         "are built under .peers/ on first use")
+    p.add_argument("--gateway-queue-delay-us", type=int, default=GATEWAY_US, metavar="US",
+                   help="the model's Triton queue delay while the gateway's targets run (default "
+                        f"%(default)s: the gateway batches; {DIRECT_US} = Triton-direct's setting, as before 2026-12-07)")
+    p.add_argument("--direct-queue-delay-us", type=int, default=DIRECT_US, metavar="US",
+                   help="... while Triton-direct runs (default %(default)s: the model repository's)")
     a = p.parse_args(argv)
     peers = tuple(x for x in a.peers.split(",") if x)
     if any(x not in PEERS for x in peers):
@@ -99,10 +111,13 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     warmup = a.warmup if a.warmup is not None else (2.0 if a.quick else 3.0)
     if a.runs < 1 or duration < 1 or any(c < 1 for c in conns):
         p.error("--runs, --duration and connections must be at least 1")
+    if a.gateway_queue_delay_us < 0 or a.direct_queue_delay_us < 0:
+        p.error("queue delays must be >= 0 microseconds")
     # Triton first: its cells are the yardstick every ratio divides by.
     targets = tuple(sorted(targets, key=lambda t: ALL_TARGETS.index(t) if t in ALL_TARGETS else 99))
     return Plan(targets, conns, duration, warmup, a.runs, a.threads, a.wrk_cpus, a.features,
-                a.redis_url, a.sigmas, a.out, not a.no_plots, a.entities, peers)
+                a.redis_url, a.sigmas, a.out, not a.no_plots, a.entities, peers,
+                a.direct_queue_delay_us, a.gateway_queue_delay_us)
 
 
 class Harness:
@@ -111,6 +126,7 @@ class Harness:
     def __init__(self, plan: Plan, triton: TritonServer, raw_dir: Path) -> None:
         self.plan = plan
         self.triton = triton
+        self.delay = QueueDelay(triton)
         self.raw_dir = raw_dir
         self.cells: list[dict[str, Any]] = []
         self.violations: list[str] = []
@@ -128,6 +144,10 @@ class Harness:
 
     def run_target(self, spec: TargetSpec) -> None:
         gw: GatewayProcess | None = None
+        # Each side at its own best setting: Triton batches single-row calls (Triton-direct's,
+        # gateway_nobatch's) in its queue delay; a batching gateway's calls are batches already
+        # (bench/queue_delay.py).
+        self.delay.set(self.plan.gateway_delay_us if spec.batches else self.plan.direct_delay_us)
         if spec.is_gateway:
             gw = start_gateway(spec, self.triton.grpc_url, self.raw_dir / f"{spec.name}.log", self._token,
                                self.triton.http_url)
@@ -185,6 +205,8 @@ class Harness:
         cell["cpu_us_per_request"] = stats.cpu_per_request(runs)
         cell["loadavg_1m"] = stats.median_of(r["loadavg_1m"] for r in runs)
         cell["features"] = spec.features
+        if not spec.peer:
+            cell["triton_queue_delay_us"] = self.delay.current_us
         if spec.is_gateway:
             cell["triton_infer"] = "http" if spec.triton_http else "grpc"
         if spec.note:
@@ -290,7 +312,10 @@ def main(argv: list[str] | None = None) -> int:
 
     gateway_extra = ("--redis-url", plan.redis_url)
     specs = target_specs(list(plan.targets), features, gateway_extra)
-    triton = TritonServer(TritonRuntime.ensure(), models=["clf"], log_path=raw_dir / "triton.log").start()
+    # A copy of the repository, so that each target's queue delay can be set by a reload.
+    repo = staged_repository(raw_dir / "model_repo", delay_us=plan.direct_delay_us)
+    triton = TritonServer(TritonRuntime.ensure(), models=["clf"], repository=repo,
+                          log_path=raw_dir / "triton.log").start()
     try:
         h = Harness(plan, triton, raw_dir)
         i = 0
@@ -327,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         "plan": {"targets": list(plan.targets), "peers": {n: PEERS[n].label for n in plan.peers},
                  "connections": list(plan.connections),
                  "duration_s": plan.duration_s, "warmup_s": plan.warmup_s, "runs": plan.runs,
-                 "wrk_threads": plan.threads, "wrk_cpus": plan.wrk_cpus, "split_sigmas": plan.sigmas},
+                 "wrk_threads": plan.threads, "wrk_cpus": plan.wrk_cpus, "split_sigmas": plan.sigmas,
+                 "triton_queue_delay_us": {"direct": plan.direct_delay_us, "gateway": plan.gateway_delay_us}},
         "features": {"mode": features.mode, "note": features.note,
                      "full_path_body": "entity" if features.mode == "redis" else "v1 full input"},
         "machine": {**machine, "placement": h.placement},

@@ -47,6 +47,11 @@ class TargetSpec:
     def is_gateway(self) -> bool:
         return self.name != "triton_direct" and self.peer is None
 
+    @property
+    def batches(self) -> bool:
+        """The gateway batches this target's calls (so Triton's queue delay only adds latency)."""
+        return self.is_gateway and "--no-batching" not in self.gateway_args
+
 
 @dataclass(frozen=True)
 class FeatureSetup:

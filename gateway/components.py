@@ -332,6 +332,10 @@ class Components:
             join_window_s=spec.queue_delay_s * cfg.batch_join_window, max_joined=cfg.max_joined_batches if cfg.batching else 0)
         # Read at scrape time (sampled each second with --workers): nothing on the request path.
         self.metrics.track(self.metrics.queued_rows.labels(label), lambda: batcher.queued_rows)
+        if cfg.batching and spec.batchable and spec.queue_delay_s > 0 and not cfg.max_joined_batches:
+            log.info("%s: Triton holds each of the gateway's calls up to %d µs for company "
+                     "(max_queue_delay_microseconds); the gateway sends batches, so 0 answers sooner "
+                     "(README: Triton's queue delay)", label, round(spec.queue_delay_s * 1e6))
         return batcher
 
     async def stop(self) -> None:

@@ -85,5 +85,8 @@ def test_harness_smoke(tmp_path: Path) -> None:
     assert gw["avg_batch"] >= 1 and gw["cpu_s"]["gateway"] > 0
     assert set(gw["runs"][0]["split"]["shares"]) == {"a", "b"}
     assert doc["ratios"]["gateway_nofeatures_over_direct_rps_c16"] > 0
+    # each side at its own queue delay (bench/queue_delay.py): direct the repository's, the gateway 0
+    assert [c["triton_queue_delay_us"] for c in doc["cells"]] == [100, 100, 0, 0]
+    assert doc["plan"]["triton_queue_delay_us"] == {"direct": 100, "gateway": 0}
     assert "gateway_over_direct_rps_c64" in doc["ratios"] and doc["correctness"]["ok"]
     assert len(list(out.glob("bench-*.json"))) == 1

@@ -211,3 +211,12 @@ async def test_requests_seldom_pay_a_garbage_collection(gateway: GatewayProcess)
             assert all(r.status_code == 200 for r in rs)
         after = collections()
     assert after - before <= 5, f"{after - before:.0f} collections for 2,000 requests"
+
+
+def test_start_up_names_the_queue_delay_its_batches_wait(gateway: GatewayProcess) -> None:
+    """The demo model keeps Triton's 100 µs queue delay; a batching gateway says what it costs."""
+    assert gateway.log_path is not None
+    text = gateway.log_path.read_text(errors="replace")
+    lines = [ln for ln in text.splitlines() if "Triton holds each of the gateway's calls up to" in ln]
+    assert lines and all("up to 100 µs" in ln for ln in lines), text[-2000:]
+    assert {re.search(r"(clf:\S+): Triton", ln).group(1) for ln in lines} == {"clf:1", "clf:2"}  # type: ignore[union-attr]
