@@ -26,6 +26,7 @@ from typing import Iterable
 
 from bench.harness import DEFAULT_OUT
 from bench.procstat import thread_times
+from bench.queue_delay import GATEWAY_US, staged_repository
 from bench.targets import ALL_TARGETS, FeatureSetup, drop_keys, prepare_features, probe, start_gateway, target_specs
 from bench.wrk import parse_output, wrk_binary, wrk_command
 from runtime.triton import TritonRuntime, TritonServer
@@ -149,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.target != "gateway_nofeatures":
         features = prepare_features(raw_dir / "feature-repo", a.redis_url, raw_dir / "features.log")
     spec = target_specs([a.target], features, ("--redis-url", a.redis_url))[0]
-    with TritonServer(TritonRuntime.ensure(), models=["clf"], log_path=raw_dir / "triton.log") as triton:
+    # The model at the gateway's queue delay, as the harness measures the gateway (bench/queue_delay.py).
+    repo = staged_repository(raw_dir / "model_repo", delay_us=GATEWAY_US)
+    with TritonServer(TritonRuntime.ensure(), models=["clf"], repository=repo, log_path=raw_dir / "triton.log") as triton:
         gw = start_gateway(spec, triton.grpc_url, raw_dir / "gateway.log", "profile", triton.http_url)
         try:
             reason = probe(gw.url, spec.mode)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench import promtext
 from bench.harness import DEFAULT_OUT
+from bench.queue_delay import GATEWAY_US, staged_repository
 from bench.targets import drop_keys, prepare_features, probe, start_gateway, target_specs
 from bench.wrk import parse_output, wrk_command
 from runtime.triton import TritonRuntime, TritonServer
@@ -67,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     features = prepare_features(raw / "feature-repo", a.redis_url, raw / "features.log")
     spec = target_specs(["gateway_full"], features, ("--redis-url", a.redis_url))[0]
     cells = []
-    with TritonServer(TritonRuntime.ensure(), models=["clf"], log_path=raw / "triton.log") as triton:
+    # The model at the gateway's queue delay, as the harness measures the gateway (bench/queue_delay.py).
+    repo = staged_repository(raw / "model_repo", delay_us=GATEWAY_US)
+    with TritonServer(TritonRuntime.ensure(), models=["clf"], repository=repo, log_path=raw / "triton.log") as triton:
         for c in (int(x) for x in a.connections.split(",")):
             gw = start_gateway(spec, triton.grpc_url, raw / f"gateway-{c}.log", "stages", triton.http_url, env)
             try:
