@@ -4,9 +4,10 @@ The hot path bumps a per-bucket counter and appends the unit id to a list inside
 ``CompiledExperiment``; this module, off the hot path, every flush:
 
 * turns the counters into per-variant *request* deltas and HINCRBYs them into Redis;
-* empties the unit list (synchronously, before any I/O, so it holds at most one flush
-  interval of requests), de-duplicates it, drops the units this replica already sent in the
-  last ``resend_after_s`` (returning users; at most ``max_remembered_units`` remembered), splits
+* empties the unit list (a copy and a clear, before any I/O, so it holds at most one flush
+  interval of requests), de-duplicates it a chunk per loop turn, drops the units this replica
+  already sent in the last ``resend_after_s`` (returning users; at most
+  ``max_remembered_units`` remembered), splits
   the rest by variant (the unit's hash again) and SADDs them into one Redis set per
   (allocation, variant); SCARD gives the exact distinct count over every replica. Sending
   every unit seen in each interval again would split and SADD returning users each second
@@ -72,22 +73,38 @@ class ExposureAggregator:
         # would diff against the same "already sent" and send the deltas twice.
         self._lock = asyncio.Lock()
 
-    def _take_units(self, key: tuple[str, str], exp: CompiledExperiment) -> None:
-        """Move the hot path's unit list into the unsplit set (no await: nothing is lost)."""
-        distinct = set(exp.units)
-        exp.units.clear()
+    async def _take_units(self, key: tuple[str, str], exp: CompiledExperiment, units: list[str]) -> None:
+        """Move the interval's units (the hot path's list, emptied by the caller) into the
+        unsplit set, de-duplicated against the units sent lately and those not yet split; a
+        chunk per loop turn (20,000 units in one piece held the loop 2.5-4.3 ms). Over the
+        pending bound the interval's new units are dropped as a whole; a cancelled take
+        leaves every unit it held in the unsplit set."""
+        seen = None
         sent = self._sent.get(key)
         if sent is not None:
             if self._clock() - sent[0] < self.resend_after_s:
-                distinct -= sent[1]
+                seen = sent[1]
             else:
                 del self._sent[key]
         if key not in self._pending:
             self._pending[key] = [set() for _ in exp.config.variants]
+        fresh: set[str] = set()
+        step, done = self.unit_chunk, 0
+        try:
+            while done < len(units):
+                chunk = set(units[done:done + step])
+                # `chunk - seen` walks the chunk, not the (larger) remembered set
+                fresh |= chunk - seen if seen else chunk
+                done += step
+                if done < len(units):
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            self._unsplit.setdefault(key, set()).update(fresh, units[done:])
+            raise
         unsplit = self._unsplit.get(key)
         if unsplit:
-            distinct -= unsplit
-        n_new = len(distinct)
+            fresh = fresh - unsplit   # walks the smaller side (`-=` would walk all of `unsplit`)
+        n_new = len(fresh)
         if not n_new:
             return
         if sum(map(len, self._pending[key])) + len(unsplit or ()) + n_new > self.max_pending_units:
@@ -96,9 +113,9 @@ class ExposureAggregator:
             self._metrics.units_dropped.labels(name).inc(n_new)
             return
         if unsplit:
-            unsplit |= distinct
+            unsplit |= fresh
         else:
-            self._unsplit[key] = distinct
+            self._unsplit[key] = fresh
 
     async def _split(self, key: tuple[str, str], exp: CompiledExperiment) -> None:
         """Split the unsplit units by variant into the pending sets, a chunk per loop turn."""
@@ -121,16 +138,26 @@ class ExposureAggregator:
 
     async def _flush(self, router: Router) -> None:
         live: dict[tuple[str, str], CompiledExperiment] = {}
+        taken: dict[tuple[str, str], list[str]] = {}
         for name, exp in router.experiments().items():
             if exp.config.status == "running":
                 key = (name, exp.alloc_id)
                 live[key] = exp
-                self._take_units(key, exp)
+                # Copied and emptied with no await between: nothing appended is lost or taken twice.
+                taken[key] = exp.units.copy()
+                exp.units.clear()
         for stale in [k for k in (*self._flushed, *self._pending, *self._sent, *self._unsplit) if k not in live]:
             self._flushed.pop(stale, None)
             self._pending.pop(stale, None)
             self._sent.pop(stale, None)
             self._unsplit.pop(stale, None)
+        try:
+            for key, exp in live.items():
+                await self._take_units(key, exp, taken.pop(key))
+        except asyncio.CancelledError:   # the experiments not reached keep their units for the next flush
+            for key, units in taken.items():
+                self._unsplit.setdefault(key, set()).update(units)
+            raise
         for key, exp in live.items():
             name = key[0]
             names = [v.name for v in exp.config.variants]

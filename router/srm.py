@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from scipy.stats import chisquare
+from scipy.special import chdtrc
 
 __all__ = ["SrmResult", "srm_check"]
 
@@ -45,6 +45,9 @@ def srm_check(observed: Sequence[int], weights: Sequence[float], alpha: float = 
     if total == 0 or len(pairs) < 2:
         return SrmResult(total, None, None, False)
     wsum = sum(w for _, w in pairs)
-    expected = [total * w / wsum for _, w in pairs]
-    chi2, p = chisquare([o for o, _ in pairs], expected)
-    return SrmResult(total, float(chi2), float(p), bool(p < alpha))
+    # Pearson's statistic and its chi-square survival function (what scipy.stats.chisquare
+    # returns), without chisquare's array machinery: ~1 ms a call here, once a second per
+    # experiment in the flush, against a few µs.
+    chi2 = sum((o - e) ** 2 / e for (o, _), e in zip(pairs, (total * w / wsum for _, w in pairs)))
+    p = float(chdtrc(len(pairs) - 1, chi2))
+    return SrmResult(total, float(chi2), p, bool(p < alpha))

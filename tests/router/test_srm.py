@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from router.assign import CompiledExperiment
 from router.srm import srm_check
 
@@ -27,3 +29,25 @@ def test_edge_cases() -> None:
     assert srm_check([0, 0], [50, 50]).p_value is None
     assert not srm_check([10], [100]).flagged  # one variant: nothing to compare
     assert srm_check([5, 1], [100, 0]).flagged  # exposures on a zero-weight variant
+
+
+def test_same_numbers_as_scipy_chisquare() -> None:
+    """The statistic and p-value are computed directly (scipy.special.chdtrc); they must be
+    scipy.stats.chisquare's, over splits of 2-5 variants and counts from 0 to 10^7."""
+    import numpy as np
+    from scipy.stats import chisquare
+
+    rng = np.random.default_rng(7)
+    for _ in range(500):
+        k = int(rng.integers(2, 6))
+        weights = list(rng.uniform(0.01, 1.0, k))
+        observed = [int(x) for x in rng.integers(0, 10 ** int(rng.integers(1, 8)), k)]
+        total = sum(observed)
+        r = srm_check(observed, weights)
+        if total == 0:
+            assert r.p_value is None
+            continue
+        stat, p = chisquare(observed, [total * w / sum(weights) for w in weights])
+        assert r.chi2 == pytest.approx(float(stat), rel=1e-12, abs=1e-12)
+        assert r.p_value == pytest.approx(float(p), rel=1e-9, abs=1e-300)
+        assert r.flagged == bool(p < 0.001)

@@ -231,3 +231,33 @@ async def test_new_units_go_a_chunk_per_loop_turn_and_a_cancelled_flush_loses_no
         assert sum(svc.state("clf-demo")["units"]["counts"].values()) == 5_000
     finally:
         tick.cancel()
+
+
+async def test_units_are_taken_a_chunk_per_loop_turn_and_a_cancelled_take_loses_none(redis_client, prefix) -> None:
+    """The interval's units are de-duplicated a chunk per loop turn (the hot-path list is
+    emptied at once); cancelled part-way, every unit it held waits for the next flush."""
+    import asyncio
+
+    svc = demo_service(redis_client, prefix)
+    await svc.resync()
+    svc._exposures.unit_chunk = 100  # noqa: SLF001 - the default is 1,000
+    exp = svc.router.experiment("clf-demo")
+    ids = units(3_000, "take")
+    for u in ids + ids[:500]:             # 500 repeats inside the interval
+        svc.router.assign("clf", u)
+    flush = asyncio.ensure_future(svc.flush_exposures())
+    for _ in range(5):                    # 5 turns: inside the take (35 chunks), before any I/O
+        await asyncio.sleep(0)
+    assert exp.units == []                # taken from the hot path at the flush's start
+    unsplit = svc._exposures._unsplit     # noqa: SLF001
+    assert not unsplit                    # nothing merged yet: the take is part-way
+    flush.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    assert sum(map(len, unsplit.values())) == 3_000   # every distinct unit kept, once
+    late = units(200, "late")
+    for u in late + ids[:100]:            # new and already-held units during the next interval
+        svc.router.assign("clf", u)
+    await svc.flush_exposures()
+    assert sum(svc.state("clf-demo")["units"]["counts"].values()) == 3_200
+    assert not any(unsplit.values())
