@@ -38,7 +38,7 @@ __all__ = ["DIRECT_US", "GATEWAY_US", "QueueDelay", "staged_repository"]
 OUT = Path(__file__).resolve().parent / "results" / "queue_delay"
 
 DIRECT_US = QUEUE_DELAY_US   # Triton-direct: the model's own setting
-GATEWAY_US = 0               # behind the gateway's batching (BENCHMARKS.md: +17 % at c=16)
+GATEWAY_US = 0               # behind the gateway's batching (BENCHMARKS.md: +15 % at c=16)
 
 _DELAY = re.compile(rb"max_queue_delay_microseconds: *(\d+)")
 
@@ -55,16 +55,22 @@ def staged_repository(dest: Path, models: tuple[str, ...] = ("clf",), delay_us: 
     return dest
 
 
-def _rewrite(config: Path, delay_us: int) -> int:
-    """Set the one `max_queue_delay_microseconds` of `config`; returns the value it had."""
-    if delay_us < 0:
-        raise ValueError(f"queue delay must be >= 0 µs, got {delay_us}")
+def _read(config: Path) -> tuple[bytes, int]:
+    """(the text of `config`, its one `max_queue_delay_microseconds`); refuses none or several."""
     text = config.read_bytes()
     found = _DELAY.findall(text)
     if len(found) != 1:
         raise ValueError(f"{config}: expected one max_queue_delay_microseconds, found {len(found)}")
+    return text, int(found[0])
+
+
+def _rewrite(config: Path, delay_us: int) -> int:
+    """Set the one `max_queue_delay_microseconds` of `config`; returns the value it had."""
+    if delay_us < 0:
+        raise ValueError(f"queue delay must be >= 0 µs, got {delay_us}")
+    text, had = _read(config)
     config.write_bytes(_DELAY.sub(b"max_queue_delay_microseconds: %d" % delay_us, text))
-    return int(found[0])
+    return had
 
 
 class QueueDelay:
@@ -75,10 +81,7 @@ class QueueDelay:
             raise ValueError("QueueDelay rewrites the repository: give Triton a staged copy")
         self._triton, self._model = triton, model
         self._config = Path(triton.repository) / model / "config.pbtxt"
-        found = _DELAY.findall(self._config.read_bytes())
-        if len(found) != 1:
-            raise ValueError(f"{self._config}: expected one max_queue_delay_microseconds, found {len(found)}")
-        self.current_us = int(found[0])
+        self.current_us = _read(self._config)[1]
 
     def __repr__(self) -> str:
         return f"<QueueDelay {self._model} {self.current_us} µs>"

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-import shutil
 import time
 import urllib.request
 from pathlib import Path
@@ -20,9 +18,10 @@ from typing import Iterator
 import numpy as np
 import pytest
 
+from bench.queue_delay import staged_repository
 from gateway.backend import RequestTemplate, TritonBackend
 from gateway.batcher import MicroBatcher
-from runtime.triton import DEFAULT_REPOSITORY, TritonRuntime, TritonServer
+from runtime.triton import TritonRuntime, TritonServer
 
 PAIRS = 10
 DELAY_US = 2000
@@ -30,13 +29,8 @@ DELAY_US = 2000
 
 @pytest.fixture(scope="module")
 def triton(triton_runtime: TritonRuntime, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    repo = tmp_path_factory.mktemp("repo") / "model_repo"
-    shutil.copytree(DEFAULT_REPOSITORY / "clf", repo / "clf")
-    cfg = repo / "clf" / "config.pbtxt"
-    text, n = re.subn(r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {DELAY_US}",
-                      cfg.read_text())
-    assert n == 1
-    cfg.write_text(text)
+    # a copy with the delay rewritten (refused unless the config holds exactly one)
+    repo = staged_repository(tmp_path_factory.mktemp("repo") / "model_repo", delay_us=DELAY_US)
     with TritonServer(triton_runtime, models=["clf"], repository=repo,
                       log_path=Path(tmp_path_factory.mktemp("triton")) / "triton.log") as server:
         yield server
