@@ -6,8 +6,11 @@ ROOT: a checkout to import (A/B against another tree; default: this one). For ea
 new units (fresh ids, as wrk sends one per request), the demo experiment is assigned that many
 units, then one flush runs while a ticker task yields to the loop as often as it can; the
 longest gap between two of its turns is the longest the flush kept every other callback (the
-requests) waiting. Prints one line per count and writes bench/results/flush_stall.json (keyed by the checkout's commit). The
-keys it writes live under a `bench-stall-*` prefix and are deleted after each count.
+requests) waiting. The collector is set as the gateway sets it once started (`gateway.app.tune_gc`:
+start-up objects frozen, the young-generation threshold `--gc-threshold`, the gateway's default
+unless given), so that the gaps are the gateway's, not those of Python's default collector.
+Prints one line per count and writes bench/results/flush_stall.json (keyed by the checkout's
+commit). The keys it writes live under a `bench-stall-*` prefix and are deleted after each count.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ ap.add_argument("root", nargs="?", type=Path, default=Path(__file__).resolve().p
 ap.add_argument("--units", default="2000,20000,50000", help="new units per flush, comma-separated")
 ap.add_argument("--repeat", type=int, default=3)
 ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+ap.add_argument("--gc-threshold", type=int, default=None,
+                help="young-generation threshold (default: the gateway's gc_threshold; 0: Python's 700)")
 ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "flush_stall.json")
 args = ap.parse_args()
 ROOT = args.root.resolve()
@@ -35,8 +40,12 @@ import redis.asyncio as aioredis  # noqa: E402
 import uvloop  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
+from gateway.app import tune_gc  # noqa: E402
+from gateway.config import GatewayConfig  # noqa: E402
 from router import RouterService  # noqa: E402
 from router.config import default_experiments  # noqa: E402
+
+GC_THRESHOLD = GatewayConfig().gc_threshold if args.gc_threshold is None else args.gc_threshold
 
 
 async def one_flush(svc: RouterService, ids: list[str]) -> tuple[float, float]:
@@ -88,11 +97,13 @@ async def main() -> list[dict]:
 
 
 if __name__ == "__main__":
+    tune_gc(GC_THRESHOLD)
     result = uvloop.run(main())
     doc = json.loads(args.out.read_text()) if args.out.exists() else {}
     import subprocess
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or str(ROOT)
-    doc[commit] = {"rows": result, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    doc[commit] = {"rows": result, "gc_threshold": GC_THRESHOLD,
+                   "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.out}")

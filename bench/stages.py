@@ -7,7 +7,7 @@ HTTP port), and per concurrency a fresh gateway, a 3 s warm-up and a measured wr
 gateway's own histograms over the measured window (`/metrics` scraped before and after): the
 mean and p50 / p90 / p99 of each stage (`features`: the online-feature read, `queue`: waiting
 for the target's call, `inference`: the Triton call) and of the whole pipeline, Triton rows per
-call, beside wrk's latency. Quantiles are interpolated inside histogram buckets, as
+call and entities per Redis read (how many requests travel together), beside wrk's latency. Quantiles are interpolated inside histogram buckets, as
 Prometheus' `histogram_quantile` does: coarse in the tail. Writes bench/results/stages.json.
 """
 
@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                     "wrk_ms": {k: res.latency_ms.get(k) for k in ("mean", "p50", "p90", "p99")},
                     "rows_per_call": _round(promtext.avg_batch(before, after, "infergate_batch_rows_sum",
                                                         "infergate_batch_rows_count")),
+                    "feature_keys_per_read": _round(promtext.avg_batch(
+                        before, after, "features_batch_size_sum", "features_batch_size_count")),
                     "stages_ms": summarise(before, after)}
             cells.append(cell)
             print(json.dumps(cell), flush=True)
