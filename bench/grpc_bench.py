@@ -3,7 +3,11 @@
     python -m bench.grpc_bench [--connections 1,64,256] [--duration 5] [--runs 3] [--procs 2]
 
 One Triton (clf) and one gateway (`--features off --grpc-port`, routing 50/50 to clf v1/v2 and
-micro-batching); the same load generator against both: `--procs` spawned processes (one at
+micro-batching, its inference calls over Triton's HTTP port and admission `static`, as in the
+harness); each side at its own best queue delay, as the harness runs them (Triton-direct
+at the model's 100 µs, the batching gateway at 0: `bench/queue_delay.py`; the model is reloaded
+from a staged copy when the target changes, then warmed up for `RELOAD_WARMUP_S` before a
+measured run); the same load generator against both: `--procs` spawned processes (one at
 c=1), each with its share of the concurrency as coroutines on a uvloop event loop, each
 coroutine sending one ModelInfer after another (closed loop) over `grpc.aio` channels (one per
 64 streams). Requests are serialised before the run (a `[1, 20]` FP32 tensor in
@@ -37,10 +41,12 @@ from typing import Any
 import numpy as np
 
 from bench import procstat, promtext, report, stats
+from bench.queue_delay import DIRECT_US, GATEWAY_US, QueueDelay, staged_repository
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "grpc"
 _METHOD = "/inference.GRPCInferenceService/ModelInfer"
 STREAMS_PER_CHANNEL = 64
+RELOAD_WARMUP_S = 1.0   # load after a queue-delay reload, before a measured run (a reload takes ~1.5 s)
 UNITS_PER_PROC = 512
 
 
@@ -201,10 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--procs", type=int, default=2, help="load-generator processes (at most one per call)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--gateway-queue-delay-us", type=int, default=GATEWAY_US, metavar="US",
+                   help="the model's queue delay while the gateway is measured (default %(default)s)")
+    p.add_argument("--direct-queue-delay-us", type=int, default=DIRECT_US, metavar="US",
+                   help="... while Triton's own gRPC port is (default %(default)s: the model repository's)")
     a = p.parse_args(argv)
     conns = [int(c) for c in a.connections.split(",")]
     if a.runs < 1 or a.duration < 1 or any(c < 1 for c in conns):
         p.error("--runs, --duration and connections must be at least 1")
+    if a.gateway_queue_delay_us < 0 or a.direct_queue_delay_us < 0:
+        p.error("queue delays must be >= 0 microseconds")
 
     from runtime.stack import GatewayProcess
     from runtime.triton import TritonRuntime, TritonServer, free_port
@@ -217,10 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     cells: list[dict[str, Any]] = []
     violations: list[str] = []
     tag = secrets.token_hex(4)
-    triton = TritonServer(TritonRuntime.ensure(), models=["clf"], log_path=raw_dir / "triton.log").start()
+    repo = staged_repository(raw_dir / "model_repo", delay_us=a.direct_queue_delay_us)
+    triton = TritonServer(TritonRuntime.ensure(), models=["clf"], repository=repo,
+                          log_path=raw_dir / "triton.log").start()
+    delay = QueueDelay(triton)
+    delays = {"triton_grpc": a.direct_queue_delay_us, "gateway_grpc": a.gateway_queue_delay_us}
     try:
-        gw = GatewayProcess(triton.grpc_url, args=["--features", "off"], log_path=raw_dir / "gateway.log",
-                            env={"INFERGATE_REDIS_KEY_PREFIX": f"bench-grpc-{tag}:"}, grpc_port=free_port()).start()
+        # As the harness runs the gateway (bench/targets.py): inference calls over Triton's HTTP
+        # port, and the fixed in-flight cap alone (adaptive admission sheds past the knee, which
+        # is `make overload`'s subject, not this capacity matrix's).
+        gw = GatewayProcess(triton.grpc_url, args=["--features", "off", "--triton-http-url", triton.http_url],
+                            log_path=raw_dir / "gateway.log",
+                            env={"INFERGATE_REDIS_KEY_PREFIX": f"bench-grpc-{tag}:", "INFERGATE_ADMISSION": "static"},
+                            grpc_port=free_port()).start()
         try:
             tpid = triton.process.pid
             groups = [procstat.Group("gateway", (gw.process.pid,), descendants=True),
@@ -234,9 +255,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"target, interleaved (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
                 runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in targets}
                 for name, target, is_gw in targets:
+                    delay.set(delays[name])
                     run_load(target, is_gw, c, a.warmup, a.procs, f"{tag}w{c}")
                 for i in range(a.runs):
                     for name, target, is_gw in targets:
+                        if delay.set(delays[name]):   # reloaded: its first calls are not the steady state
+                            run_load(target, is_gw, c, RELOAD_WARMUP_S, a.procs, f"{tag}rw{c}-{i}")
                         rec = _measure(gw, groups, target, is_gw, c, a, f"{tag}r{c}-{i}")
                         where = f"{name} c={c} run {i + 1}"
                         violations.extend(f"{where}: {x}" for x in rec.pop("problems"))
@@ -247,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                         cell = stats.median_cell(name, c, rs)
                         cell["cpu_us_per_request"] = stats.cpu_per_request(rs)
                         cell["loadavg_1m"] = stats.median_of(r["loadavg_1m"] for r in rs)
+                        cell["triton_queue_delay_us"] = delays[name]
                         cells.append(cell)
         finally:
             gw.stop()
@@ -265,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
            "command": " ".join(shlex.quote(x) for x in [sys.executable, "-m", "bench.grpc_bench",
                                                         *(sys.argv[1:] if argv is None else argv)]),
            "plan": {"connections": conns, "duration_s": a.duration, "warmup_s": a.warmup, "runs": a.runs,
-                    "procs": a.procs, "streams_per_channel": STREAMS_PER_CHANNEL},
+                    "procs": a.procs, "streams_per_channel": STREAMS_PER_CHANNEL,
+                    "direct_queue_delay_us": a.direct_queue_delay_us,
+                    "gateway_queue_delay_us": a.gateway_queue_delay_us},
            "machine": machine, "wall_s": round(time.monotonic() - started, 1),
            "correctness": {"ok": not violations, "violations": violations},
            "ratios": ratios, "cells": cells}

@@ -9,7 +9,9 @@ One Triton; per round, per concurrency, a fresh gateway (features from Redis, as
 `gateway_full`) with each variant in turn, a 2 s wrk warm-up and a measured run. Per run:
 req/s, p50/p99, the gateway's mean Triton-call time (its `inference` stage), and CPU per
 request from /proc of the gateway (its Python thread and the whole process) and of
-tritonserver. Writes bench/results/transport/transport.json and prints the medians.
+tritonserver. The model runs at the gateway's queue delay (`--queue-delay-us`, default 0: both
+variants batch; `bench/queue_delay.py`; its figures in BENCHMARKS.md until 2026-12-07 were taken
+at the model's 100 µs). Writes bench/results/transport/transport.json and prints the medians.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 from bench import procstat, promtext
+from bench.queue_delay import GATEWAY_US, staged_repository
 from bench.targets import drop_keys, prepare_features, probe, start_gateway, target_specs
 from bench.wrk import parse_output, wrk_command
 from runtime.triton import TritonRuntime, TritonServer
@@ -92,14 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--variant", type=parse_variant, action="append", dest="variants",
                    help="NAME:grpc|http[:ENV=VALUE,...] (repeat; default: grpc:grpc and http:http)")
+    p.add_argument("--queue-delay-us", type=int, default=GATEWAY_US, metavar="US",
+                   help="the model's dynamic-batching queue delay (default %(default)s, the gateway's)")
     a = p.parse_args(argv)
+    if a.queue_delay_us < 0:
+        p.error("--queue-delay-us must be >= 0")
     variants = a.variants or [("grpc", "grpc", {}), ("http", "http", {})]
     conns = [int(x) for x in a.connections.split(",")]
     raw = Path(tempfile.mkdtemp(prefix="transport-ab-"))
     features = prepare_features(raw / "feature-repo", a.redis_url, raw / "features.log")
     spec = target_specs(["gateway_full"], features, ("--redis-url", a.redis_url))[0]
     runs = []
-    with TritonServer(TritonRuntime.ensure(), models=["clf"], log_path=raw / "triton.log") as triton:
+    repo = staged_repository(raw / "model_repo", delay_us=a.queue_delay_us)
+    with TritonServer(TritonRuntime.ensure(), models=["clf"], repository=repo, log_path=raw / "triton.log") as triton:
         for rnd in range(a.rounds):
             for c in conns:
                 for variant in variants:
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                             **{k: statistics.median(r[k] for r in cell if r[k] is not None) for k in keys}})
     a.out.mkdir(parents=True, exist_ok=True)
     doc = {"created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv),
-           "medians": medians, "runs": runs}
+           "triton_queue_delay_us": a.queue_delay_us, "medians": medians, "runs": runs}
     out = a.out / ("transport.json" if a.variants is None else "variants.json")
     out.write_text(json.dumps(doc, indent=1))
     for m in medians:
