@@ -5,6 +5,8 @@ Feast costs seconds to import and apply, so repos are built once per session.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -16,9 +18,14 @@ from redis_proc import RedisProcess
 
 @pytest.fixture(scope="session")
 def own_redis():
-    proc = RedisProcess().start()
+    # It listens on a unix socket too (`own_redis.unix_url`): the same keys over either transport.
+    sock_dir = Path(tempfile.mkdtemp(prefix="redis-sock-"))   # short: a socket path has ~100 bytes
+    sock = sock_dir / "redis.sock"
+    proc = RedisProcess(None, "--unixsocket", str(sock), "--unixsocketperm", "700").start()
+    proc.unix_url = f"unix://{sock}?db=0"
     yield proc
     proc.stop()
+    shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def _build(tmp: Path, online: str, url: str):

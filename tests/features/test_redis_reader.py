@@ -52,6 +52,23 @@ async def test_contract_bit_exact_against_feast(redis_repo, reader_and_registry)
     assert by_id[ZERO_ID].values.view(np.uint32)[loyalty] == 0x80000000  # -0.0 kept
 
 
+async def test_unix_socket_reads_the_same_rows(own_redis, redis_repo, reader_and_registry):
+    """`redis_url` unix://... (a Redis on this machine): the same rows as over TCP."""
+    ws, _, frame = redis_repo
+    tcp, _ = reader_and_registry
+    r = await open_reader(ws.path, redis_url=own_redis.unix_url, registry=CollectorRegistry(),
+                          policy=FailurePolicy(default_value=-1.0))
+    try:
+        assert isinstance(r, RedisFeatureReader) and "unix:" in repr(r)
+        entities = [{"user_id": i} for i in frame.user_id.tolist() + [MISSING_ID]]
+        got, want = await r.get_many(entities), await tcp.get_many(entities)
+        assert [row.values.tobytes() for row in got] == [row.values.tobytes() for row in want]
+        assert [row.missing_entity for row in got] == [row.missing_entity for row in want]
+        assert any(row.missing_entity for row in got)
+    finally:
+        await r.close()
+
+
 async def test_single_gets_match_get_many(reader_and_registry):
     reader, _ = reader_and_registry
     many = await reader.get_many([{"user_id": BIG_ID}, {"user_id": 5}])

@@ -26,6 +26,30 @@ def test_target_from_url():
     assert t.handshake()[1] == 2
     with pytest.raises(ValueError):
         RedisTarget.from_url("http://x")
+    u = RedisTarget.from_url("unix://:pw@/run/redis/redis.sock?db=2")
+    assert (u.path, u.db, u.password, u.tls, u.where) == ("/run/redis/redis.sock", 2, "pw", False, "unix:/run/redis/redis.sock")
+    assert RedisTarget.from_url("unix:///tmp/r.sock").db == 0
+    for bad in ("unix://", "unix:///tmp/r.sock?db=x", "unix:///tmp/r.sock?db=1&db=2"):
+        with pytest.raises(ValueError):
+            RedisTarget.from_url(bad)
+
+
+async def test_unix_socket(own_redis, tmp_path):
+    """The same server over its unix socket; a socket nobody listens on is a clear RespError."""
+    sync = redis.Redis(port=own_redis.port, db=5)
+    sync.set(b"resp:unix", b"u")
+    client = RespClient(RedisTarget.from_url(own_redis.unix_url.replace("db=0", "db=5")), 0.5)
+    try:
+        assert await client.request(cmd(b"GET", b"resp:unix"), 1) == [b"u"]
+        assert "unix:" in repr(client) and "up" in repr(client)
+    finally:
+        await client.aclose()
+        sync.delete(b"resp:unix")
+        sync.close()
+    nobody = RespClient(RedisTarget.from_url(f"unix://{tmp_path}/none.sock"), 0.5)
+    with pytest.raises(RespError, match="cannot connect to Redis at unix:"):
+        await nobody.request(cmd(b"PING"), 1)
+    await nobody.aclose()
 
 
 async def test_select_pipelining_and_error_replies(own_redis):
