@@ -9,6 +9,11 @@ Each side runs at its own best Triton queue delay (bench/queue_delay.py): Triton
 gateway_nobatch (single-row calls) at the repository's 100 µs, the batching gateway's targets
 at 0 (`--gateway-queue-delay-us 100` measures them as before 2026-12-07); every cell records
 the delay it ran with (`triton_queue_delay_us`).
+`--interleave` (Triton-direct and one gateway target): both are measured at each concurrency
+run by run, in turn (the model reloaded at the side's delay, ~1.5 s, and warmed up 1 s whenever
+the side changes), so that each ratio compares runs a minute apart, not targets measured one
+after the other while a shared VM drifts; `pair_ratios` in the JSON are the medians of each
+run's gateway throughput and p99 over those of the Triton-direct run just before it.
 Every run is checked (see bench/checks.py); any violation is recorded in the JSON and makes
 the command exit with status 1 after the results are written.
 
@@ -49,6 +54,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 QUICK_TARGETS = ("triton_direct", "gateway_full")
 GATEWAY_COUNTER = "infergate_requests_total"
 TRITON_COUNTER = "nv_inference_request_success"
+RELOAD_WARMUP_S = 1.0   # --interleave: load after a queue-delay reload (~1.5 s) before a measured run
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class Plan:
     peers: tuple[str, ...] = ()  # Python serving peers measured after our targets (bench/peers)
     direct_delay_us: int = DIRECT_US    # Triton's queue delay for Triton-direct (bench/queue_delay.py)
     gateway_delay_us: int = GATEWAY_US  # ... and behind the gateway's targets
+    interleave: bool = False  # Triton-direct and one gateway target, run by run (Harness.run_interleaved)
 
 
 def parse_args(argv: list[str] | None = None) -> Plan:
@@ -100,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> Plan:
                         f"%(default)s: the gateway batches; {DIRECT_US} = Triton-direct's setting, as before 2026-12-07)")
     p.add_argument("--direct-queue-delay-us", type=int, default=DIRECT_US, metavar="US",
                    help="... while Triton-direct runs (default %(default)s: the model repository's)")
+    p.add_argument("--interleave", action="store_true",
+                   help="with --targets triton_direct,<one gateway target>: alternate the two run by run")
     a = p.parse_args(argv)
     peers = tuple(x for x in a.peers.split(",") if x)
     if any(x not in PEERS for x in peers):
@@ -115,9 +124,11 @@ def parse_args(argv: list[str] | None = None) -> Plan:
         p.error("queue delays must be >= 0 microseconds")
     # Triton first: its cells are the yardstick every ratio divides by.
     targets = tuple(sorted(targets, key=lambda t: ALL_TARGETS.index(t) if t in ALL_TARGETS else 99))
+    if a.interleave and (len(targets) != 2 or targets[0] != "triton_direct"):
+        p.error("--interleave takes --targets triton_direct and one gateway target")
     return Plan(targets, conns, duration, warmup, a.runs, a.threads, a.wrk_cpus, a.features,
                 a.redis_url, a.sigmas, a.out, not a.no_plots, a.entities, peers,
-                a.direct_queue_delay_us, a.gateway_queue_delay_us)
+                a.direct_queue_delay_us, a.gateway_queue_delay_us, a.interleave)
 
 
 class Harness:
@@ -142,12 +153,16 @@ class Harness:
     def __repr__(self) -> str:
         return f"<Harness cells={len(self.cells)} violations={len(self.violations)}>"
 
-    def run_target(self, spec: TargetSpec) -> None:
-        gw: GatewayProcess | None = None
+    def _delay_for(self, spec: TargetSpec) -> int:
         # Each side at its own best setting: Triton batches single-row calls (Triton-direct's,
         # gateway_nobatch's) in its queue delay; a batching gateway's calls are batches already
         # (bench/queue_delay.py).
-        self.delay.set(self.plan.gateway_delay_us if spec.batches else self.plan.direct_delay_us)
+        return self.plan.gateway_delay_us if spec.batches else self.plan.direct_delay_us
+
+    def _start(self, spec: TargetSpec) -> tuple[GatewayProcess | None, str, dict[str, float], list[procstat.Group]]:
+        """The target's gateway (None for Triton-direct), the URL wrk loads, the experiment's
+        weights and the process groups whose CPU is counted."""
+        gw: GatewayProcess | None = None
         if spec.is_gateway:
             gw = start_gateway(spec, self.triton.grpc_url, self.raw_dir / f"{spec.name}.log", self._token,
                                self.triton.http_url)
@@ -160,13 +175,45 @@ class Harness:
                     raise TargetStartError(f"{spec.name}: probe request failed: {reason}")
                 weights = experiment_weights(gw.url, self._token)
             groups = self._groups(gw)
-            self.placement[spec.name] = {g.name: [procstat.affinity(p) for p in g.pids] for g in groups}
+        except BaseException:
+            _stop(gw)
+            raise
+        self.placement[spec.name] = {g.name: [procstat.affinity(p) for p in g.pids] for g in groups}
+        return gw, url, weights, groups
+
+    def run_target(self, spec: TargetSpec) -> None:
+        self.delay.set(self._delay_for(spec))
+        gw, url, weights, groups = self._start(spec)
+        try:
             for conns in self.plan.connections:
                 self._cell(spec, url, gw, conns, weights, groups)
         finally:
-            if gw is not None:
-                gw.stop()
-                drop_keys(gw)
+            _stop(gw)
+
+    def run_interleaved(self, direct: TargetSpec, spec: TargetSpec) -> None:
+        """Triton-direct and one gateway target at each concurrency, run by run in turn; the
+        model is reloaded at each side's queue delay when the side changes, then warmed up."""
+        p = self.plan
+        self.delay.set(self._delay_for(spec))
+        gw, url, weights, groups = self._start(spec)
+        try:
+            sides = [(direct, *self._start(direct)[1:]), (spec, url, weights, groups)]
+            for conns in p.connections:
+                print(f"[bench] {direct.name} / {spec.name} c={conns}: interleaved, warm-up {p.warmup_s:g}s each, "
+                      f"{p.runs} x {p.duration_s:g}s each", file=sys.stderr, flush=True)
+                runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s, *_ in sides}
+                for s, u, _, _ in sides if p.warmup_s > 0 else ():
+                    self.delay.set(self._delay_for(s))
+                    self._wrk(s, u, conns, p.warmup_s)
+                for i in range(p.runs):
+                    for s, u, w, g in sides:
+                        if self.delay.set(self._delay_for(s)) and p.warmup_s > 0:
+                            self._wrk(s, u, conns, min(p.warmup_s, RELOAD_WARMUP_S))
+                        runs[s.name].append(self._run(s, u, gw if s is spec else None, conns, w, g, i))
+                for s, *_ in sides:
+                    self.cells.append(self._make_cell(s, conns, runs[s.name]))
+        finally:
+            _stop(gw)
 
     def run_peer(self, name: str) -> None:
         """The same cells against a Python serving peer (KServe v2 JSON, Triton's body)."""
@@ -201,17 +248,20 @@ class Harness:
         runs = []
         for i in range(p.runs):
             runs.append(self._run(spec, url, gw, conns, weights, groups, i))
+        self.cells.append(self._make_cell(spec, conns, runs))
+
+    def _make_cell(self, spec: TargetSpec, conns: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
         cell = stats.median_cell(spec.name, conns, runs)
         cell["cpu_us_per_request"] = stats.cpu_per_request(runs)
         cell["loadavg_1m"] = stats.median_of(r["loadavg_1m"] for r in runs)
         cell["features"] = spec.features
         if not spec.peer:
-            cell["triton_queue_delay_us"] = self.delay.current_us
+            cell["triton_queue_delay_us"] = self._delay_for(spec)
         if spec.is_gateway:
             cell["triton_infer"] = "http" if spec.triton_http else "grpc"
         if spec.note:
             cell["note"] = spec.note
-        self.cells.append(cell)
+        return cell
 
     def _wrk(self, spec: TargetSpec, url: str, conns: int, seconds: float):
         self._run_no += 1
@@ -270,6 +320,12 @@ class Harness:
         return stats.run_record(res.to_dict(), avg, triton_avg, cpu, extra)
 
 
+def _stop(gw: GatewayProcess | None) -> None:
+    if gw is not None:
+        gw.stop()
+        drop_keys(gw)
+
+
 def _settled(url: str, counter: str, timeout: float = 5.0, pause: float = 0.1) -> promtext.Samples:
     """Scrape once the server has finished everything it was sent: no request in flight and
     `counter` unchanged between two scrapes. Requests wrk abandoned at its stop (and the
@@ -318,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
                           log_path=raw_dir / "triton.log").start()
     try:
         h = Harness(plan, triton, raw_dir)
-        i = 0
+        i = len(specs) if plan.interleave else 0
+        if plan.interleave:
+            h.run_interleaved(*specs)
         while i < len(specs):
             spec = specs[i]
             try:
@@ -353,19 +411,24 @@ def main(argv: list[str] | None = None) -> int:
                  "connections": list(plan.connections),
                  "duration_s": plan.duration_s, "warmup_s": plan.warmup_s, "runs": plan.runs,
                  "wrk_threads": plan.threads, "wrk_cpus": plan.wrk_cpus, "split_sigmas": plan.sigmas,
-                 "triton_queue_delay_us": {"direct": plan.direct_delay_us, "gateway": plan.gateway_delay_us}},
+                 "triton_queue_delay_us": {"direct": plan.direct_delay_us, "gateway": plan.gateway_delay_us},
+                 "interleave": plan.interleave},
         "features": {"mode": features.mode, "note": features.note,
                      "full_path_body": "entity" if features.mode == "redis" else "v1 full input"},
         "machine": {**machine, "placement": h.placement},
         "wall_s": round(time.monotonic() - started, 1),
         "correctness": {"ok": not h.violations, "violations": h.violations},
         "ratios": {**stats.ratios(h.cells), **stats.peer_ratios(h.cells)},
+        # --interleave: each run's gateway figure over the Triton-direct run just before it, median
+        **({"pair_ratios": stats.pair_ratios(h.cells)} if plan.interleave else {}),
         "cells": h.cells,
     }
     latest, dated = report.write_results(doc, plan.out, stamp)
     plots = report.plot(h.cells, plan.out) if plan.plots else []
     print(report.summary_table(h.cells))
     print(f"ratios: {doc['ratios']}")
+    if plan.interleave:
+        print(f"pair ratios (median of each run over the Triton-direct run before it): {doc['pair_ratios']}")
     print(f"wrote {latest} and {dated}" + (f"; plots {', '.join(p.name for p in plots)}" if plots else ""))
     if h.violations:
         print(f"[bench] FAILED: {len(h.violations)} correctness violation(s):", file=sys.stderr)

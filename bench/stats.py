@@ -70,6 +70,25 @@ def ratios(cells: Sequence[Mapping[str, Any]], gateway: str = "gateway_full",
     return out
 
 
+def pair_ratios(cells: Sequence[Mapping[str, Any]], direct: str = "triton_direct") -> dict[str, float | None]:
+    """For interleaved runs (`--interleave`): the median over runs of each run's gateway figure
+    over the Triton-direct run just before it (throughput, p99), per concurrency; a slow spell
+    then moves both halves of a pair instead of one side's cell."""
+    out: dict[str, float | None] = {}
+    for g in cells:
+        if g["target"] == direct:
+            continue
+        d = find_cell(cells, direct, g["connections"])
+        if d is None:
+            continue
+        n = g["connections"]
+        pairs = list(zip(d["runs"], g["runs"]))
+        out[f"rps_c{n}"] = _median([b["rps"] / a["rps"] if a["rps"] else None for a, b in pairs])
+        out[f"p99_c{n}"] = _median([b["p99_ms"] / a["p99_ms"] if a.get("p99_ms") and b.get("p99_ms") is not None
+                                    else None for a, b in pairs])
+    return out
+
+
 def median_of(values: Iterable[float | None]) -> float | None:
     return _median(values)
 

@@ -136,6 +136,10 @@ def test_plan_quick_and_targets() -> None:
     assert full.targets == ("triton_direct", "gateway_nofeatures") and full.connections == (1, 16, 64, 256)
     on = {s.name: s for s in target_specs(["gateway_full", "gateway_nobatch"], FeatureSetup("redis", repo=__import__("pathlib").Path("/r")))}
     assert on["gateway_full"].mode == "entity" and "--no-batching" in on["gateway_nobatch"].gateway_args
+    assert parse_args(["--targets", "gateway_full,triton_direct", "--interleave"]).interleave
+    for bad in ("gateway_full", "triton_direct,gateway_full,gateway_nofeatures"):
+        with pytest.raises(SystemExit):
+            parse_args(["--targets", bad, "--interleave"])
     off = {s.name: s for s in target_specs(["gateway_full"], FeatureSetup("off", note="no redis"))}
     assert off["gateway_full"].mode == "v1" and "no redis" in off["gateway_full"].note
 
@@ -177,3 +181,17 @@ def test_stages_summary_takes_each_stage_over_the_window() -> None:
     assert s["features"]["mean"] == 1.0 and s["features"]["p50"] == 1.0 and s["features"]["p99"] == 1.98
     assert s["pipeline"]["mean"] == 3.0 and s["pipeline"]["p90"] == 3.7
     assert s["queue"] == {"mean": None, "p50": None, "p90": None, "p99": None}    # nothing observed
+
+
+def test_pair_ratios_take_the_median_of_each_runs_ratio() -> None:
+    from bench.stats import pair_ratios
+
+    def cell(target: str, rps: list[float], p99: list[float]) -> dict:
+        return {"target": target, "connections": 16,
+                "runs": [{"rps": r, "p99_ms": p} for r, p in zip(rps, p99)]}
+
+    # A slow spell in run 2 halves both sides: the pair keeps its ratio, the cells' medians do not.
+    cells = [cell("triton_direct", [10_000, 5_000, 10_000], [2.0, 4.0, 2.0]),
+             cell("gateway_full", [6_000, 3_000, 5_000], [3.0, 6.0, 4.0])]
+    assert pair_ratios(cells) == {"rps_c16": 0.6, "p99_c16": 1.5}
+    assert pair_ratios(cells[1:]) == {}   # no Triton-direct cell: nothing to pair with

@@ -90,3 +90,28 @@ def test_harness_smoke(tmp_path: Path) -> None:
     assert doc["plan"]["triton_queue_delay_us"] == {"direct": 100, "gateway": 0}
     assert "gateway_over_direct_rps_c64" in doc["ratios"] and doc["correctness"]["ok"]
     assert len(list(out.glob("bench-*.json"))) == 1
+
+
+def test_harness_interleaved(tmp_path: Path) -> None:
+    """--interleave: the two targets run by run at each concurrency, each at its own queue delay
+    (a reload between them), cells and ratios as in the sequential matrix."""
+    from bench.harness import main
+
+    out = tmp_path / "results"
+    rc = main(["--duration", "1", "--warmup", "0", "--runs", "2", "--connections", "16",
+               "--targets", "triton_direct,gateway_nofeatures", "--interleave", "--out", str(out), "--no-plots"])
+    doc = json.loads((out / "latest.json").read_text())
+    assert rc == 0, doc["correctness"]
+    assert doc["plan"]["interleave"] is True
+    assert [(c["target"], c["connections"]) for c in doc["cells"]] == [("triton_direct", 16), ("gateway_nofeatures", 16)]
+    direct, gw = doc["cells"]
+    assert len(direct["runs"]) == len(gw["runs"]) == 2
+    assert (direct["triton_queue_delay_us"], gw["triton_queue_delay_us"]) == (100, 0)
+    assert direct["cpu_s"]["triton"] > 0 and "gateway" not in direct["cpu_s"] and gw["cpu_s"]["gateway"] > 0
+    assert gw["avg_batch"] >= 1 and set(gw["runs"][0]["split"]["shares"]) == {"a", "b"}
+    assert doc["ratios"]["gateway_nofeatures_over_direct_rps_c16"] > 0
+    assert doc["pair_ratios"]["rps_c16"] > 0 and doc["pair_ratios"]["p99_c16"] > 0
+    # The model (re)loaded at start, for the gateway's start, then before each of the 4 runs
+    # (direct 100 µs, gateway 0, direct, gateway): each measured run had its side's delay.
+    (log,) = (out / "raw").glob("*/triton.log")
+    assert log.read_text().count("successfully loaded 'clf'") == 6
