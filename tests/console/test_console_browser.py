@@ -290,13 +290,25 @@ def test_injected_skew_turns_srm_red(page: Page, console_stack: Stack, screensho
     row = [0.0] * INPUT_WIDTH
     units = [f"skew-{i}" for i in range(2500)]
     offline = _offline_assign(cfg, units, st.tmp)
+    # A fair sample first, not flagged: 300 units split exactly as the weights say (the salt is
+    # random per run, so 300 units drawn blindly would be flagged in one run of 1,000 at
+    # alpha 0.001 by chance alone), sent in their natural mixed order.
+    total_w = sum(v["weight"] for v in cfg["variants"])
+    quota = {v["name"]: round(300 * v["weight"] / total_w) for v in cfg["variants"]}
+    fair = []
+    for u in units[:1200]:
+        if quota.get(offline[u], 0) > 0:
+            quota[offline[u]] -= 1
+            fair.append(u)
+    assert not any(quota.values()), quota
     with httpx.Client() as c:
-        for u in units[:300]:   # a fair sample first: not flagged
+        for u in fair:
             infer(c, st.gw1.url, u, row)
-        wait_js(pg.page, "document.getElementById('d-srm-box').textContent.includes('over 3')", timeout=5)
+        wait_js(pg.page, "Number((document.getElementById('d-srm-box').textContent.match(/over (\\d+) units/) "
+                         f"|| [0, 0])[1]) >= {len(fair)}", timeout=5)
         assert "srm-flagged" not in (pg.page.get_attribute("#d-srm-box", "class") or "")
         # The skew: a client that only ever sends units of variant a (a broken caller, a bot).
-        for u in [u for u in units[300:] if offline[u] == "a"][:500]:
+        for u in [u for u in units[1200:] if offline[u] == "a"][:500]:
             infer(c, st.gw2.url, u, row)
     pg.page.wait_for_selector("#d-srm-box.srm-flagged", timeout=5000)
     assert pg.page.inner_text("#d-srm").strip() == "SRM FLAGGED"
