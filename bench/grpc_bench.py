@@ -41,12 +41,11 @@ from typing import Any
 import numpy as np
 
 from bench import procstat, promtext, report, stats
-from bench.queue_delay import DIRECT_US, GATEWAY_US, QueueDelay, staged_repository
+from bench.queue_delay import DIRECT_US, GATEWAY_US, RELOAD_WARMUP_S, QueueDelay, staged_repository
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "grpc"
 _METHOD = "/inference.GRPCInferenceService/ModelInfer"
 STREAMS_PER_CHANNEL = 64
-RELOAD_WARMUP_S = 1.0   # load after a queue-delay reload, before a measured run (a reload takes ~1.5 s)
 UNITS_PER_PROC = 512
 
 

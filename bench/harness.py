@@ -45,7 +45,7 @@ from bench import checks, promtext, procstat, report, stats
 from bench.targets import (ALL_TARGETS, EXTRA_TARGETS, TRITON_PATH, FeatureSetup, TargetSpec, TargetStartError,
                            drop_keys, experiment_weights, prepare_features, probe, start_gateway, target_specs)
 from bench.peers.launch import PEERS, PeerError, PeerServer
-from bench.queue_delay import DIRECT_US, GATEWAY_US, QueueDelay, staged_repository
+from bench.queue_delay import DIRECT_US, GATEWAY_US, RELOAD_WARMUP_S, QueueDelay, staged_repository
 from bench.wrk import run_wrk, wrk_binary, wrk_command
 from runtime.stack import GatewayProcess
 from runtime.triton import TritonRuntime, TritonServer
@@ -54,7 +54,6 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 QUICK_TARGETS = ("triton_direct", "gateway_full")
 GATEWAY_COUNTER = "infergate_requests_total"
 TRITON_COUNTER = "nv_inference_request_success"
-RELOAD_WARMUP_S = 1.0   # --interleave: load after a queue-delay reload (~1.5 s) before a measured run
 
 
 @dataclass(frozen=True)
@@ -202,9 +201,10 @@ class Harness:
                 print(f"[bench] {direct.name} / {spec.name} c={conns}: interleaved, warm-up {p.warmup_s:g}s each, "
                       f"{p.runs} x {p.duration_s:g}s each", file=sys.stderr, flush=True)
                 runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s, *_ in sides}
-                for s, u, _, _ in sides if p.warmup_s > 0 else ():
-                    self.delay.set(self._delay_for(s))
-                    self._wrk(s, u, conns, p.warmup_s)
+                if p.warmup_s > 0:
+                    for s, u, _, _ in sides:
+                        self.delay.set(self._delay_for(s))
+                        self._wrk(s, u, conns, p.warmup_s)
                 for i in range(p.runs):
                     for s, u, w, g in sides:
                         if self.delay.set(self._delay_for(s)) and p.warmup_s > 0:

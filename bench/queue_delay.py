@@ -39,6 +39,9 @@ OUT = Path(__file__).resolve().parent / "results" / "queue_delay"
 
 DIRECT_US = QUEUE_DELAY_US   # Triton-direct: the model's own setting
 GATEWAY_US = 0               # behind the gateway's batching (BENCHMARKS.md: +15 % at c=16)
+# Load after a reload (`QueueDelay.set` returned True, ~1.5 s) before a measured run: the
+# reloaded model's first calls are not its steady state (bench.harness --interleave, bench.grpc_bench).
+RELOAD_WARMUP_S = 1.0
 
 _DELAY = re.compile(rb"max_queue_delay_microseconds: *(\d+)")
 

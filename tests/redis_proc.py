@@ -15,15 +15,24 @@ from runtime.triton import free_port
 class RedisProcess:
     """Start/stop/pause one redis-server; the port survives restarts."""
 
-    def __init__(self, port: int | None = None, *extra: str, password: str | None = None) -> None:
+    def __init__(self, port: int | None = None, *extra: str, password: str | None = None,
+                 unix_socket: str | None = None) -> None:
+        """`unix_socket`: a path where it also listens (mode 700), beside its TCP port."""
         self.port = port or free_port()
-        self.extra = extra
+        self.extra = extra + (("--unixsocket", unix_socket, "--unixsocketperm", "700") if unix_socket else ())
         self.password = password
+        self.unix_socket = unix_socket
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        if self.unix_socket is None:
+            raise AttributeError("this redis-server listens on no unix socket")
+        return f"unix://{self.unix_socket}?db=0"
 
     def start(self) -> "RedisProcess":
         self.proc = subprocess.Popen(

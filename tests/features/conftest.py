@@ -20,9 +20,7 @@ from redis_proc import RedisProcess
 def own_redis():
     # It listens on a unix socket too (`own_redis.unix_url`): the same keys over either transport.
     sock_dir = Path(tempfile.mkdtemp(prefix="redis-sock-"))   # short: a socket path has ~100 bytes
-    sock = sock_dir / "redis.sock"
-    proc = RedisProcess(None, "--unixsocket", str(sock), "--unixsocketperm", "700").start()
-    proc.unix_url = f"unix://{sock}?db=0"
+    proc = RedisProcess(unix_socket=str(sock_dir / "redis.sock")).start()
     yield proc
     proc.stop()
     shutil.rmtree(sock_dir, ignore_errors=True)
