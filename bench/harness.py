@@ -419,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(time.monotonic() - started, 1),
         "correctness": {"ok": not h.violations, "violations": h.violations},
         "ratios": {**stats.ratios(h.cells), **stats.peer_ratios(h.cells)},
+        "unsteady": stats.unsteady(h.cells),
         # --interleave: each run's gateway figure over the Triton-direct run just before it, median
         **({"pair_ratios": stats.pair_ratios(h.cells)} if plan.interleave else {}),
         "cells": h.cells,
@@ -427,6 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     plots = report.plot(h.cells, plan.out) if plan.plots else []
     print(report.summary_table(h.cells))
     print(f"ratios: {doc['ratios']}")
+    if doc["unsteady"]:
+        print(f"[bench] unsteady cells (fastest run over slowest > {stats.UNSTEADY_SPREAD}; the machine "
+              f"swung, so their medians and the ratios built on them are weak): " + "; ".join(doc["unsteady"]),
+              file=sys.stderr)
     if plan.interleave:
         print(f"pair ratios (median of each run over the Triton-direct run before it): {doc['pair_ratios']}")
     print(f"wrote {latest} and {dated}" + (f"; plots {', '.join(p.name for p in plots)}" if plots else ""))

@@ -6,6 +6,9 @@ import statistics
 from typing import Any, Iterable, Mapping, Sequence
 
 LATENCY_KEYS = (("p50_ms", "p50"), ("p90_ms", "p90"), ("p99_ms", "p99"), ("p999_ms", "p999"))
+# A cell whose fastest run beat its slowest by more than this is reported as unsteady: a steady
+# cell's runs agree within ~10 %, and this VM's swings reach ±25 % within minutes.
+UNSTEADY_SPREAD = 1.25
 
 
 def _median(values: Iterable[float | None]) -> float | None:
@@ -40,8 +43,21 @@ def median_cell(target: str, connections: int, runs: Sequence[Mapping[str, Any]]
         "avg_batch": _median(r.get("avg_batch") for r in runs),
         "triton_avg_batch": _median(r.get("triton_avg_batch") for r in runs),
         "cpu_s": {k: _median(r["cpu_s"].get(k) for r in runs) for k in cpu_names},
+        "rps_spread": rps_spread(runs),
         "runs": list(runs),
     }
+
+
+def rps_spread(runs: Sequence[Mapping[str, Any]]) -> float | None:
+    """The fastest run's throughput over the slowest's (1.0: the runs agree); None below two runs."""
+    rps = [r["rps"] for r in runs if r.get("rps")]
+    return round(max(rps) / min(rps), 2) if len(rps) > 1 else None
+
+
+def unsteady(cells: Iterable[Mapping[str, Any]], limit: float = UNSTEADY_SPREAD) -> list[str]:
+    """The cells whose runs disagree by more than ``limit`` (their medians are weak evidence)."""
+    return [f"{c['target']} c={c['connections']}: runs {c['rps_spread']:.2f}x apart"
+            for c in cells if (c.get("rps_spread") or 0) > limit]
 
 
 def find_cell(cells: Iterable[Mapping[str, Any]], target: str, connections: int) -> Mapping[str, Any] | None:

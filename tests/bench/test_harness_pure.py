@@ -61,6 +61,16 @@ def test_median_cell_takes_each_figure_median_and_sums_errors() -> None:
         stats.median_cell("x", 1, [])
 
 
+def test_unsteady_cells_are_the_ones_whose_runs_disagree() -> None:
+    steady = stats.median_cell("triton_direct", 16, [_run(9022, 1.6), _run(9317, 1.6), _run(8800, 1.7)])
+    swung = stats.median_cell("triton_direct", 1, [_run(880, 0.9), _run(832, 0.9), _run(383, 2.0)])
+    single = stats.median_cell("gateway_full", 1, [_run(800, 1.0)])
+    assert steady["rps_spread"] == 1.06 and swung["rps_spread"] == 2.3 and single["rps_spread"] is None
+    assert stats.unsteady([steady, swung, single]) == ["triton_direct c=1: runs 2.30x apart"]
+    at_limit = stats.median_cell("gateway_full", 64, [_run(1000, 1.0), _run(1250, 1.0)])
+    assert stats.unsteady([at_limit]) == [] and stats.unsteady([at_limit], limit=1.2) != []
+
+
 def test_ratios() -> None:
     cells = [stats.median_cell(t, c, [_run(rps, p50)]) for t, c, rps, p50 in (
         ("triton_direct", 1, 1000, 0.8), ("triton_direct", 64, 20000, 3.0),

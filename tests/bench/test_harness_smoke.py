@@ -80,6 +80,7 @@ def test_harness_smoke(tmp_path: Path) -> None:
         ("triton_direct", 1), ("triton_direct", 16), ("gateway_nofeatures", 1), ("gateway_nofeatures", 16)]
     for cell in doc["cells"]:
         assert cell["rps"] > 0 and cell["p50_ms"] > 0 and len(cell["runs"]) == 1
+        assert cell["rps_spread"] is None   # one run: nothing to disagree with
         assert cell["cpu_s"]["triton"] > 0 and "wrk" in cell["cpu_s"]
     gw = doc["cells"][3]
     assert gw["avg_batch"] >= 1 and gw["cpu_s"]["gateway"] > 0
@@ -89,6 +90,7 @@ def test_harness_smoke(tmp_path: Path) -> None:
     assert [c["triton_queue_delay_us"] for c in doc["cells"]] == [100, 100, 0, 0]
     assert doc["plan"]["triton_queue_delay_us"] == {"direct": 100, "gateway": 0}
     assert "gateway_over_direct_rps_c64" in doc["ratios"] and doc["correctness"]["ok"]
+    assert doc["unsteady"] == []
     assert len(list(out.glob("bench-*.json"))) == 1
 
 
