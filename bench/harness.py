@@ -304,11 +304,17 @@ class Harness:
                          server_excess=sum(server.values()) - sum(res.variants.values()))
             avg = promtext.avg_batch(g0, g1, "infergate_batch_rows_sum", "infergate_batch_rows_count")
         else:
-            ok = {"triton": res.responses - res.non2xx}
-            served = {"triton": promtext.total(t1, "nv_inference_request_success", model="clf", version="1")
-                      - promtext.total(t0, "nv_inference_request_success", model="clf", version="1")}
-            problems += checks.check_counts(ok, served, res.unanswered, res.non2xx)
-            extra["server_requests"] = served["triton"]
+            versions = ("1", "2") if spec.mode == "triton_ab" else ("1",)
+            served = {v: promtext.total(t1, "nv_inference_request_success", model="clf", version=v)
+                      - promtext.total(t0, "nv_inference_request_success", model="clf", version=v)
+                      for v in versions}
+            if spec.mode == "triton_ab":  # each answer counted by its model_version
+                problems += checks.check_counts(res.variants, served, res.unanswered, res.non2xx)
+                extra["server_variants"] = served
+            else:
+                ok = {"1": res.responses - res.non2xx}
+                problems += checks.check_counts(ok, served, res.unanswered, res.non2xx)
+            extra["server_requests"] = sum(served.values())
             avg = None
         triton_avg = (promtext.avg_batch(t0, t1, "nv_inference_count", "nv_inference_exec_count")
                       if spec.peer is None else None)

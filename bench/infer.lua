@@ -4,6 +4,8 @@
 --   wrk -t1 -c64 -d10s --latency -s bench/infer.lua URL -- MODE TAG [ENTITIES]
 --
 -- MODE: triton  KServe v2 body to Triton itself (URL path /v2/models/clf/versions/1/infer)
+--       triton_ab  the same, every other request to version 2: the experiment's 50/50 split
+--               made by the client itself, without a gateway (counted by the answer's version)
 --       v1      gateway /v1/infer, full 20-float input (features off)
 --       entity  gateway /v1/infer with {"entity":{"user_id":N}} and 4 floats (features on)
 --       v2      gateway KServe v2 /v2/models/clf/infer, unit id in the x-unit-id header
@@ -27,7 +29,7 @@ non2xx = 0
 variants = {}
 
 local mode, tag, entities, counter = "v1", "r", 10000, 0
-local fixed, head_v1, tail_v1, path, ctype
+local fixed, head_v1, tail_v1, path, ctype, ab
 local inputs20 = "[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,1.1,1.2,1.3,1.4,1.5,1.6,1.7,1.8,1.9,2.0]"
 local inputs4 = "[0.5,1.0,1.5,2.0]"
 local v2_body = '{"inputs":[{"name":"INPUT","datatype":"FP32","shape":[1,20],"data":' .. inputs20 .. '}]}'
@@ -39,6 +41,9 @@ function init(args)
   ctype = { ["Content-Type"] = "application/json" }
   if mode == "triton" then
     fixed = wrk.format("POST", nil, ctype, v2_body)
+  elseif mode == "triton_ab" then
+    ab = { wrk.format("POST", "/v2/models/clf/versions/1/infer", ctype, v2_body),
+           wrk.format("POST", "/v2/models/clf/versions/2/infer", ctype, v2_body) }
   elseif mode == "v2" then
     path = "/v2/models/clf/infer"
   elseif mode == "v1" or mode == "entity" then
@@ -57,6 +62,9 @@ function request()
     return fixed
   end
   counter = counter + 1
+  if ab then
+    return ab[counter % 2 + 1]
+  end
   local uid = tag .. counter
   if mode == "v1" then
     return wrk.format("POST", nil, ctype, head_v1 .. uid .. tail_v1)
@@ -75,7 +83,12 @@ function response(status, headers, body)
     non2xx = non2xx + 1
     return
   end
-  local v = string.match(body, '"variant"%s*:%s*"([^"]*)"')
+  local v
+  if ab then
+    v = string.match(body, '"model_version"%s*:%s*"([^"]*)"')
+  else
+    v = string.match(body, '"variant"%s*:%s*"([^"]*)"')
+  end
   if v == nil then v = "_none" end
   variants[v] = (variants[v] or 0) + 1
 end

@@ -23,7 +23,9 @@ from runtime.triton import ROOT, TritonStartError
 
 TRITON_PATH = "/v2/models/clf/versions/1/infer"
 ALL_TARGETS = ("triton_direct", "gateway_full", "gateway_nobatch", "gateway_nofeatures")
-EXTRA_TARGETS = ("gateway_workers2", "gateway_grpc")  # only when named in --targets
+EXTRA_TARGETS = ("gateway_workers2", "gateway_grpc", "triton_direct_ab")  # only when named in --targets
+# Targets that load Triton itself: one version, or the experiment's two in turn (triton_ab).
+DIRECT_MODES = ("triton", "triton_ab")
 FEATURE_PROJECT = "infergate_bench"
 
 
@@ -34,7 +36,7 @@ class TargetStartError(RuntimeError):
 @dataclass(frozen=True)
 class TargetSpec:
     name: str
-    mode: str                          # wrk script mode: triton | v1 | entity | v2
+    mode: str                          # wrk script mode: triton | triton_ab | v1 | entity | v2
     gateway_args: tuple[str, ...] = ()  # empty for triton_direct
     features: str = "off"
     note: str = ""
@@ -45,7 +47,7 @@ class TargetSpec:
 
     @property
     def is_gateway(self) -> bool:
-        return self.name != "triton_direct" and self.peer is None
+        return self.mode not in DIRECT_MODES and self.peer is None
 
     @property
     def batches(self) -> bool:
@@ -74,6 +76,10 @@ def target_specs(names: list[str], features: FeatureSetup, extra_args: tuple[str
                       features.mode, fallback)
     table = {
         "triton_direct": TargetSpec("triton_direct", "triton"),
+        # What a client splitting 50/50 between the experiment's versions itself would get
+        # from Triton: two model versions, each its own queue and python stub, half the load each.
+        "triton_direct_ab": TargetSpec("triton_direct_ab", "triton_ab",
+                                       note="Triton itself, requests alternating between clf v1 and v2"),
         "gateway_full": full,
         "gateway_nobatch": TargetSpec("gateway_nobatch", full.mode,
                                       (*full.gateway_args, "--no-batching"), full.features, fallback),

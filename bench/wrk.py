@@ -16,7 +16,7 @@ from typing import Sequence
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "infer.lua"
 MARKER = "BENCH_JSON "
-MODES = ("triton", "v1", "entity", "v2")
+MODES = ("triton", "triton_ab", "v1", "entity", "v2")
 
 
 class WrkError(RuntimeError):

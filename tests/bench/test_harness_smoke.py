@@ -117,3 +117,23 @@ def test_harness_interleaved(tmp_path: Path) -> None:
     # (direct 100 µs, gateway 0, direct, gateway): each measured run had its side's delay.
     (log,) = (out / "raw").glob("*/triton.log")
     assert log.read_text().count("successfully loaded 'clf'") == 6
+
+
+@needs_wrk
+def test_harness_direct_ab_splits_between_the_experiments_versions(tmp_path: Path) -> None:
+    """triton_direct_ab: Triton loaded as a client splitting 50/50 by itself would load it, every
+    other request to clf v2; Triton's own per-version counters must match the answers' versions."""
+    from bench.harness import main
+
+    out = tmp_path / "results"
+    rc = main(["--duration", "1", "--warmup", "0", "--runs", "1", "--connections", "4",
+               "--targets", "triton_direct_ab", "--out", str(out), "--no-plots"])
+    doc = json.loads((out / "latest.json").read_text())
+    assert rc == 0, doc["correctness"]
+    (cell,) = doc["cells"]
+    run = cell["runs"][0]
+    seen, served = run["wrk"]["variants"], run["server_variants"]
+    assert set(seen) == {"1", "2"} and set(served) == {"1", "2"}
+    assert abs(seen["1"] - seen["2"]) <= 4   # alternating, at most one per connection apart
+    assert served["1"] >= seen["1"] and served["2"] >= seen["2"] and run["violations"] == []
+    assert cell["triton_queue_delay_us"] == 100 and "gateway" not in cell["cpu_s"]
