@@ -52,6 +52,8 @@ from runtime.triton import TritonRuntime, TritonServer
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 QUICK_TARGETS = ("triton_direct", "gateway_full")
+# Triton loaded without a gateway: v1 alone, or split 50/50 between v1 and v2 by the client.
+YARDSTICKS = ("triton_direct", "triton_direct_ab")
 GATEWAY_COUNTER = "infergate_requests_total"
 TRITON_COUNTER = "nv_inference_request_success"
 
@@ -107,7 +109,8 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     p.add_argument("--direct-queue-delay-us", type=int, default=DIRECT_US, metavar="US",
                    help="... while Triton-direct runs (default %(default)s: the model repository's)")
     p.add_argument("--interleave", action="store_true",
-                   help="with --targets triton_direct,<one gateway target>: alternate the two run by run")
+                   help="with --targets triton_direct (or triton_direct_ab),<one other target>: "
+                        "alternate the two run by run")
     a = p.parse_args(argv)
     peers = tuple(x for x in a.peers.split(",") if x)
     if any(x not in PEERS for x in peers):
@@ -122,9 +125,10 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     if a.gateway_queue_delay_us < 0 or a.direct_queue_delay_us < 0:
         p.error("queue delays must be >= 0 microseconds")
     # Triton first: its cells are the yardstick every ratio divides by.
-    targets = tuple(sorted(targets, key=lambda t: ALL_TARGETS.index(t) if t in ALL_TARGETS else 99))
-    if a.interleave and (len(targets) != 2 or targets[0] != "triton_direct"):
-        p.error("--interleave takes --targets triton_direct and one gateway target")
+    targets = tuple(sorted(targets, key=lambda t: (t not in YARDSTICKS,
+                                                   ALL_TARGETS.index(t) if t in ALL_TARGETS else 99)))
+    if a.interleave and (len(targets) != 2 or targets[0] not in YARDSTICKS):
+        p.error(f"--interleave takes two --targets: one of {', '.join(YARDSTICKS)} and one other")
     return Plan(targets, conns, duration, warmup, a.runs, a.threads, a.wrk_cpus, a.features,
                 a.redis_url, a.sigmas, a.out, not a.no_plots, a.entities, peers,
                 a.direct_queue_delay_us, a.gateway_queue_delay_us, a.interleave)
@@ -427,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": {**stats.ratios(h.cells), **stats.peer_ratios(h.cells)},
         "unsteady": stats.unsteady(h.cells),
         # --interleave: each run's gateway figure over the Triton-direct run just before it, median
-        **({"pair_ratios": stats.pair_ratios(h.cells)} if plan.interleave else {}),
+        **({"pair_ratios": stats.pair_ratios(h.cells, direct=plan.targets[0])} if plan.interleave else {}),
         "cells": h.cells,
     }
     latest, dated = report.write_results(doc, plan.out, stamp)

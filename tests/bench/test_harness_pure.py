@@ -147,7 +147,12 @@ def test_plan_quick_and_targets() -> None:
     on = {s.name: s for s in target_specs(["gateway_full", "gateway_nobatch"], FeatureSetup("redis", repo=__import__("pathlib").Path("/r")))}
     assert on["gateway_full"].mode == "entity" and "--no-batching" in on["gateway_nobatch"].gateway_args
     assert parse_args(["--targets", "gateway_full,triton_direct", "--interleave"]).interleave
-    for bad in ("gateway_full", "triton_direct,gateway_full,gateway_nofeatures"):
+    # either yardstick first, whatever order they were named in
+    assert parse_args(["--targets", "gateway_full,triton_direct_ab", "--interleave"]).targets == (
+        "triton_direct_ab", "gateway_full")
+    assert parse_args(["--targets", "gateway_full,triton_direct_ab,triton_direct"]).targets == (
+        "triton_direct", "triton_direct_ab", "gateway_full")
+    for bad in ("gateway_full", "triton_direct,gateway_full,gateway_nofeatures", "gateway_full,gateway_nofeatures"):
         with pytest.raises(SystemExit):
             parse_args(["--targets", bad, "--interleave"])
     off = {s.name: s for s in target_specs(["gateway_full"], FeatureSetup("off", note="no redis"))}
