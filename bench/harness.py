@@ -412,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         triton.stop()
 
     machine["loadavg_end"] = list(os.getloadavg())
+    unsteady = stats.unsteady(h.cells)
     doc = {
         "schema": 1,
         "created_utc": stamp,
@@ -429,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(time.monotonic() - started, 1),
         "correctness": {"ok": not h.violations, "violations": h.violations},
         "ratios": {**stats.ratios(h.cells), **stats.peer_ratios(h.cells)},
-        "unsteady": stats.unsteady(h.cells),
+        "unsteady": unsteady,
         # --interleave: each run's gateway figure over the Triton-direct run just before it, median
         **({"pair_ratios": stats.pair_ratios(h.cells, direct=plan.targets[0])} if plan.interleave else {}),
         "cells": h.cells,
@@ -438,9 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     plots = report.plot(h.cells, plan.out) if plan.plots else []
     print(report.summary_table(h.cells))
     print(f"ratios: {doc['ratios']}")
-    if doc["unsteady"]:
+    if unsteady:
         print(f"[bench] unsteady cells (fastest run over slowest > {stats.UNSTEADY_SPREAD}; the machine "
-              f"swung, so their medians and the ratios built on them are weak): " + "; ".join(doc["unsteady"]),
+              f"swung, so their medians and the ratios built on them are weak): " + "; ".join(unsteady),
               file=sys.stderr)
     if plan.interleave:
         print(f"pair ratios (median of each run over the Triton-direct run before it): {doc['pair_ratios']}")
