@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import checks, promtext, procstat, report, stats
-from bench.targets import (ALL_TARGETS, EXTRA_TARGETS, TRITON_PATH, FeatureSetup, TargetSpec, TargetStartError,
+from bench.targets import (ALL_TARGETS, DIRECT_TARGETS, EXTRA_TARGETS, TRITON_PATH, FeatureSetup, TargetSpec, TargetStartError,
                            drop_keys, experiment_weights, prepare_features, probe, start_gateway, target_specs)
 from bench.peers.launch import PEERS, PeerError, PeerServer
 from bench.queue_delay import DIRECT_US, GATEWAY_US, RELOAD_WARMUP_S, QueueDelay, staged_repository
@@ -52,8 +52,6 @@ from runtime.triton import TritonRuntime, TritonServer
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 QUICK_TARGETS = ("triton_direct", "gateway_full")
-# Triton loaded without a gateway: v1 alone, or split 50/50 between v1 and v2 by the client.
-YARDSTICKS = ("triton_direct", "triton_direct_ab")
 GATEWAY_COUNTER = "infergate_requests_total"
 TRITON_COUNTER = "nv_inference_request_success"
 
@@ -125,10 +123,10 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     if a.gateway_queue_delay_us < 0 or a.direct_queue_delay_us < 0:
         p.error("queue delays must be >= 0 microseconds")
     # Triton first: its cells are the yardstick every ratio divides by.
-    targets = tuple(sorted(targets, key=lambda t: (t not in YARDSTICKS,
+    targets = tuple(sorted(targets, key=lambda t: (t not in DIRECT_TARGETS,
                                                    ALL_TARGETS.index(t) if t in ALL_TARGETS else 99)))
-    if a.interleave and (len(targets) != 2 or targets[0] not in YARDSTICKS):
-        p.error(f"--interleave takes two --targets: one of {', '.join(YARDSTICKS)} and one other")
+    if a.interleave and (len(targets) != 2 or targets[0] not in DIRECT_TARGETS):
+        p.error(f"--interleave takes two --targets: one of {', '.join(DIRECT_TARGETS)} and one other")
     return Plan(targets, conns, duration, warmup, a.runs, a.threads, a.wrk_cpus, a.features,
                 a.redis_url, a.sigmas, a.out, not a.no_plots, a.entities, peers,
                 a.direct_queue_delay_us, a.gateway_queue_delay_us, a.interleave)
@@ -308,16 +306,14 @@ class Harness:
                          server_excess=sum(server.values()) - sum(res.variants.values()))
             avg = promtext.avg_batch(g0, g1, "infergate_batch_rows_sum", "infergate_batch_rows_count")
         else:
-            versions = ("1", "2") if spec.mode == "triton_ab" else ("1",)
+            ab = spec.mode == "triton_ab"   # the answers counted by their model_version
             served = {v: promtext.total(t1, "nv_inference_request_success", model="clf", version=v)
                       - promtext.total(t0, "nv_inference_request_success", model="clf", version=v)
-                      for v in versions}
-            if spec.mode == "triton_ab":  # each answer counted by its model_version
-                problems += checks.check_counts(res.variants, served, res.unanswered, res.non2xx)
+                      for v in (("1", "2") if ab else ("1",))}
+            seen = res.variants if ab else {"1": res.responses - res.non2xx}
+            problems += checks.check_counts(seen, served, res.unanswered, res.non2xx)
+            if ab:
                 extra["server_variants"] = served
-            else:
-                ok = {"1": res.responses - res.non2xx}
-                problems += checks.check_counts(ok, served, res.unanswered, res.non2xx)
             extra["server_requests"] = sum(served.values())
             avg = None
         triton_avg = (promtext.avg_batch(t0, t1, "nv_inference_count", "nv_inference_exec_count")
@@ -384,9 +380,10 @@ def main(argv: list[str] | None = None) -> int:
                           log_path=raw_dir / "triton.log").start()
     try:
         h = Harness(plan, triton, raw_dir)
-        i = len(specs) if plan.interleave else 0
+        i = 0
         if plan.interleave:
             h.run_interleaved(*specs)
+            i = len(specs)
         while i < len(specs):
             spec = specs[i]
             try:
@@ -444,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
               f"swung, so their medians and the ratios built on them are weak): " + "; ".join(unsteady),
               file=sys.stderr)
     if plan.interleave:
-        print(f"pair ratios (median of each run over the Triton-direct run before it): {doc['pair_ratios']}")
+        print(f"pair ratios (median of each run over the {plan.targets[0]} run before it): {doc['pair_ratios']}")
     print(f"wrote {latest} and {dated}" + (f"; plots {', '.join(p.name for p in plots)}" if plots else ""))
     if h.violations:
         print(f"[bench] FAILED: {len(h.violations)} correctness violation(s):", file=sys.stderr)

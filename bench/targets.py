@@ -24,8 +24,9 @@ from runtime.triton import ROOT, TritonStartError
 TRITON_PATH = "/v2/models/clf/versions/1/infer"
 ALL_TARGETS = ("triton_direct", "gateway_full", "gateway_nobatch", "gateway_nofeatures")
 EXTRA_TARGETS = ("gateway_workers2", "gateway_grpc", "triton_direct_ab")  # only when named in --targets
-# Targets that load Triton itself: one version, or the experiment's two in turn (triton_ab).
-DIRECT_MODES = ("triton", "triton_ab")
+# Triton loaded without a gateway, the yardsticks: v1 alone, or split 50/50 between v1 and v2
+# by the client itself.
+DIRECT_TARGETS = ("triton_direct", "triton_direct_ab")
 FEATURE_PROJECT = "infergate_bench"
 
 
@@ -47,7 +48,7 @@ class TargetSpec:
 
     @property
     def is_gateway(self) -> bool:
-        return self.mode not in DIRECT_MODES and self.peer is None
+        return self.name not in DIRECT_TARGETS and self.peer is None
 
     @property
     def batches(self) -> bool:

@@ -94,6 +94,7 @@ def test_harness_smoke(tmp_path: Path) -> None:
     assert len(list(out.glob("bench-*.json"))) == 1
 
 
+@needs_wrk
 def test_harness_interleaved(tmp_path: Path) -> None:
     """--interleave: the two targets run by run at each concurrency, each at its own queue delay
     (a reload between them), cells and ratios as in the sequential matrix."""
